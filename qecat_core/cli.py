@@ -114,5 +114,46 @@ def dataset_build_cmd(
     typer.echo(summary)
 
 
+@app.command("screen")
+def screen_cmd(
+    catalog: Annotated[Path, typer.Option(help="catalog YAML")] = Path("catalogs/bimetallics.yaml"),
+    out: Annotated[Path, typer.Option("-o", "--out", help="run folder")] = Path("runs/screen"),
+    sample: Annotated[int, typer.Option(min=1, help="candidates to relax with EMT (sid-hash sample)")] = 240,
+    top: Annotated[int, typer.Option(min=1, help="rows of the ranking to print")] = 20,
+    workers: Annotated[Optional[int], typer.Option(min=1)] = None,
+) -> None:
+    """Enumerate the catalog, relax a sample with EMT, and print the best systems (AdsorbML min)."""
+    _quiet_warnings()
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from qecat_core.catalog import load_catalog
+    from qecat_core.dataset import _write_subset, sample_candidates
+    from qecat_core.enumerate import enumerate_catalog
+    from qecat_core.label import label
+    from qecat_core.ranking import rank_systems
+
+    try:
+        cat = load_catalog(catalog)
+        m = enumerate_catalog(cat, out / "candidates", workers=workers)
+        cands = pd.read_parquet(out / "candidates" / "candidates.parquet")
+        chosen = sample_candidates(cands, sample)
+        _write_subset(out / "candidates", set(chosen["sid"]), out / f"sample-{sample}")
+        labels = label(out / f"sample-{sample}", out / f"labels-{sample}.parquet", workers=workers)
+    except QecatError as exc:
+        _fail(exc)
+    keep = [c for c in labels.columns if c not in chosen.columns or c == "sid"]
+    df = chosen.merge(labels[keep], on="sid")
+    ranking = rank_systems(df[~df["anomaly"]], "e_ads")
+    table = Table(title=f"{cat.name}: {m['n_candidates']} candidates enumerated, {len(df)} relaxed with EMT; "
+                        f"top {top} systems by E_ads (eV)")
+    for col in ("bulk", "miller", "adsorbate", "site_type", "e_ads", "n_placements"):
+        table.add_column(col, justify="right" if col in ("e_ads", "n_placements") else "left")
+    for r in ranking.head(top).itertuples():
+        table.add_row(r.bulk, r.miller, r.adsorbate, r.site_type, f"{r.e_ads:.3f}", str(r.n_placements))
+    Console().print(table)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -61,16 +61,12 @@ def place(slab: Atoms, adsorbate: Atoms, binding_index: int, xy: np.ndarray, ang
     zb = contact_height(slab, xy, ads.numbers[binding_index])
     ads.positions += np.array([xy[0], xy[1], zb]) - ads.positions[binding_index]
     # lift the molecule if a non-binding atom would sit too close to the slab
-    for _ in range(20):
-        clash = False
-        for i, pos in enumerate(ads.positions):
-            if i == binding_index:
-                continue
-            if ads.positions[i, 2] < contact_height(slab, pos[:2], ads.numbers[i]) - 0.3:
-                clash = True
-        if not clash:
-            break
-        ads.positions[:, 2] += 0.2
+    others = [i for i in range(len(ads)) if i != binding_index]
+    if others:
+        floor = np.array([contact_height(slab, ads.positions[i, :2], ads.numbers[i]) for i in others])
+        lift = np.max(floor - 0.3 - ads.positions[others, 2])
+        if lift > 0:
+            ads.positions[:, 2] += lift
     ads.set_tags([TAG_ADSORBATE] * len(ads))
     out = slab.copy()
     out += ads

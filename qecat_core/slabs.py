@@ -130,8 +130,8 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
         slabs = gen.get_slabs(symmetrize=False)
         if not slabs:
             raise ValueError(f"pymatgen found no slab for {kind} {miller}")
-        atoms0 = _slab_to_atoms(slabs[0])
-        if atomic_layers(atoms0.positions[:, 2], layer_tol).max() + 1 >= min_layers:
+        z0 = _slab_to_atoms(slabs[0]).positions[:, 2]
+        if atomic_layers(z0, layer_tol).max() + 1 >= min_layers and np.ptp(z0) >= min_thickness:
             break
         size += 1.5
     out: list[SlabTemplate] = []
@@ -142,6 +142,7 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
         for do_flip, top in flips:
             atoms = _flip(base) if do_flip else base
             atoms.positions[:, 2] -= atoms.positions[:, 2].min()
+            atoms = _trim_bottom(atoms, min_thickness, min_layers, layer_tol)
             # tile laterally to at least min_lateral (Å) along both in-plane vectors
             reps = [max(1, int(np.ceil(min_lateral / np.linalg.norm(atoms.cell[i, :2])))) for i in (0, 1)]
             # for non-orthogonal cells use the in-plane heights instead of vector lengths
@@ -157,6 +158,22 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
             nl = int(atomic_layers(atoms.positions[:, 2], layer_tol).max() + 1)
             out.append(SlabTemplate(kind, miller, round(float(slab.shift), 4), top, atoms, nl))
     return tuple(out)
+
+
+def _trim_bottom(atoms: Atoms, min_thickness: float, min_layers: int, tol: float) -> Atoms:
+    """Drop bottom layers beyond what ``min_layers`` and ``min_thickness`` (Å, between the top and
+    bottom layer centres) need; pymatgen often cuts thicker slabs than asked for."""
+    z = atoms.positions[:, 2]
+    layer = atomic_layers(z, tol)
+    n = layer.max() + 1
+    centres = np.array([z[layer == k].mean() for k in range(n)])
+    keep_from = 0
+    for k in range(n):  # lowest layer we may start from
+        if n - k >= min_layers and centres[-1] - centres[k] >= min_thickness:
+            keep_from = k
+    out = atoms[layer >= keep_from]
+    out.positions[:, 2] -= out.positions[:, 2].min()
+    return out
 
 
 def _termination_key(atoms: Atoms, tol: float) -> tuple:

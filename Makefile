@@ -1,0 +1,34 @@
+# Two commands do all set-up: `make screen` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+QECAT := $(VENV)/bin/qecat
+STAMP := $(VENV)/.qecat-installed
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup screen test clean-venv
+
+setup: $(STAMP)
+
+# torch first, from the CPU wheel on disk (a resolver left alone would fetch a CUDA build);
+# then the exact, locked set; then the package itself without touching dependencies.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+screen: setup
+	$(QECAT) screen
+
+test: setup
+	$(PY) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
