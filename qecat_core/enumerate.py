@@ -96,7 +96,13 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                 system_id = "sys-" + _hash(slab_id, smiles)
                 placements: list[tuple[str, np.ndarray, float]] = []
                 if "heuristic" in catalog.placement.modes:
-                    for k, f in enumerate(sites):
+                    site_ids = range(len(sites))
+                    if len(sites) > 4 * catalog.placement.max_per_system:
+                        # many sites (random alloys): place a hash-ranked subset only
+                        site_ids = sorted(site_ids, key=lambda k: _hash(system_id, "site", k))[
+                            : 4 * catalog.placement.max_per_system]
+                    for k in site_ids:
+                        f = sites[k]
                         angle = (int(_hash(system_id, "h", k, size=2), 16) % 360) if len(oriented) > 1 else 0.0
                         placements.append(("heuristic", f @ cell2, float(angle)))
                 if "random" in catalog.placement.modes:
