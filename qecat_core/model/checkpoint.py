@@ -1,0 +1,174 @@
+"""Model folders: save and load a :class:`~qecat_core.model.fusion.QECatModel` with its tokenizer.
+
+Layout of a model folder::
+
+    config.json        format, model config (graph/lm/fusion hyper-parameters, backbone name),
+                       tokenizer special ids, normalizer (eV), model_id, parameter counts, extra info
+    model.safetensors  weights (tied LM embeddings stored once); ``model.pt`` is also read
+    tokenizer/         transformers tokenizer folder (AutoTokenizer.from_pretrained works on it)
+    metrics.json       evaluation metrics (written by training / evaluation)
+    train_log.jsonl    one JSON object per logged epoch (written by training)
+
+``model_id`` is the first 16 hex digits of a SHA-256 over the weights (names, dtypes, shapes, bytes);
+loading recomputes it, so a corrupt or swapped weight file is detected. Every file is written to a
+temporary name and renamed. Problems with a folder raise :class:`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qecat_core.errors import InputError
+
+FORMAT = "qecat-model/1"
+CONFIG, WEIGHTS, WEIGHTS_PT, TOKENIZER_DIR = "config.json", "model.safetensors", "model.pt", "tokenizer"
+METRICS, TRAIN_LOG = "metrics.json", "train_log.jsonl"
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    _atomic_write_text(Path(path), json.dumps(data, indent=1, sort_keys=False, default=str))
+
+
+def model_config_dict(model) -> dict[str, Any]:
+    cfg = copy.deepcopy(model.config)
+    cfg["graph"]["init_checkpoint"] = None  # weights are in the file now
+    cfg["lm"]["init_path"] = None
+    cfg["lm"]["hf_config"] = model.lm.config.to_dict()
+    return cfg
+
+
+def save_model(model, tokenizer, out_dir: str | Path, metrics: dict | None = None,
+               extra: dict[str, Any] | None = None) -> str:
+    """Write ``model`` + ``tokenizer`` to ``out_dir`` (see module docstring); return the model id."""
+    from safetensors.torch import save_model as st_save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_id = weights_hash(model)
+    tmp = out / f".{WEIGHTS}.{uuid.uuid4().hex[:8]}.tmp"
+    st_save(model, str(tmp), metadata={"model_id": model_id, "format": FORMAT})
+    tok_tmp = out / f".{TOKENIZER_DIR}.{uuid.uuid4().hex[:8]}.tmp"
+    tokenizer.save_pretrained(str(tok_tmp))
+    config = {
+        "format": FORMAT,
+        "model_id": model_id,
+        "backbone": model.config["graph"]["backbone"],
+        "model": model_config_dict(model),
+        "vocab_size": model.vocab_size,
+        "pad_token_id": model.pad_token_id,
+        "bos_token_id": model.bos_token_id,
+        "eos_token_id": model.eos_token_id,
+        "normalizer": model.normalizer.to_dict(),
+        "params": model.describe(),
+        "units": {"energy": "eV", "length": "Angstrom"},
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    old_tok = out / TOKENIZER_DIR
+    if old_tok.exists():
+        import shutil
+
+        trash = out / f".{TOKENIZER_DIR}.old.{uuid.uuid4().hex[:8]}"
+        os.replace(old_tok, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tok_tmp, old_tok)
+    os.replace(tmp, out / WEIGHTS)
+    write_json(out / CONFIG, config)
+    if metrics is not None:
+        write_json(out / METRICS, metrics)
+    return model_id
+
+
+def read_config(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / CONFIG
+    if not Path(model_dir).is_dir():
+        raise InputError(f"{model_dir}: model folder not found")
+    if not path.is_file():
+        raise InputError(f"{path}: missing (not a model folder written by save_model)")
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        pos = getattr(exc, "pos", "?")
+        raise InputError(f"{path}: corrupt JSON ({exc.__class__.__name__} at byte {pos})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT or "model" not in cfg:
+        fmt = cfg.get("format") if isinstance(cfg, dict) else None
+        raise InputError(f"{path}: not a {FORMAT} config (format={fmt!r})")
+    return cfg
+
+
+def load_model(model_dir: str | Path, verify: bool = True):
+    """``(model, tokenizer)`` from a folder written by :func:`save_model`; the model is in eval mode."""
+    from qecat_core.model.fusion import QECatModel
+    from qecat_core.model.normalizer import Normalizer
+    from qecat_core.model.tokenizer import load_tokenizer
+
+    d = Path(model_dir)
+    cfg = read_config(d)
+    tokenizer = load_tokenizer(d / TOKENIZER_DIR)
+    try:
+        normalizer = Normalizer.from_dict(cfg["normalizer"])
+        model = QECatModel(cfg["model"], cfg["vocab_size"], cfg["pad_token_id"], cfg["bos_token_id"],
+                           cfg["eos_token_id"], normalizer=normalizer)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{d / CONFIG}: cannot build the model ({type(exc).__name__}: {exc})") from None
+    _load_weights(model, d)
+    if verify:
+        got = weights_hash(model)
+        if got != cfg.get("model_id"):
+            raise InputError(f"{d / WEIGHTS}: weights do not match config.json model_id "
+                             f"{cfg.get('model_id')} (got {got}): corrupt or replaced file")
+    model.model_id = cfg.get("model_id")
+    model.eval()
+    return model, tokenizer
+
+
+def _load_weights(model, d: Path) -> None:
+    st, pt = d / WEIGHTS, d / WEIGHTS_PT
+    if st.is_file():
+        from safetensors.torch import load_model as st_load
+
+        try:
+            missing, unexpected = st_load(model, str(st), strict=False)
+        except Exception as exc:
+            raise InputError(f"{st}: corrupt or incompatible weights ({type(exc).__name__})") from None
+    elif pt.is_file():
+        try:
+            sd = torch.load(str(pt), map_location="cpu", weights_only=True)
+            result = model.load_state_dict(sd, strict=False)
+        except Exception as exc:
+            raise InputError(f"{pt}: corrupt or incompatible weights ({type(exc).__name__})") from None
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    else:
+        raise InputError(f"{st}: missing (no model.safetensors or model.pt in {d})")
+    tied = {"lm.lm_head.weight"} if model.lm.config.tie_word_embeddings else set()
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        bad = (missing or unexpected)[0]
+        raise InputError(f"{st if st.is_file() else pt}: weights do not fit the config "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {bad})")

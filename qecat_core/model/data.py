@@ -1,0 +1,249 @@
+"""Datasets and batching: structures (``.aselmdb`` / anything ASE reads) or text-only parquet tables.
+
+A structure row's ``atoms.info`` carries ``sid``, ``text`` (configuration string), ``e_ads`` (eV;
+absent for prediction), ``adsorbate`` (OC20 SMILES, e.g. ``*OH``), optionally ``system_id`` and
+``anomaly``; tags follow OC20 and are inferred with :func:`qecat_core.tags.ensure_tags` when absent.
+When ``text`` is absent it is generated with :func:`qecat_core.text.configuration_text` from
+``adsorbate`` + ``bulk_formula`` (or ``bulk``) + ``miller`` in ``atoms.info``.
+
+A text-only parquet has a text column (``text``) and, for training, a target column (eV; the first of
+``target``, ``e_ads_dft``, ``e_ads`` present), optionally ``sid`` and ``system_id``.
+
+:class:`Collator` turns examples into a :class:`Batch`: the fairchem graph batch (or None), right-padded
+token ids and attention mask [B, T], targets in eV (float64) and the per-row metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch.utils.data import Dataset
+
+from qecat_core.errors import InputError
+from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
+from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
+from qecat_core.tags import ensure_tags
+
+TARGET_COLUMNS = ("target", "e_ads_dft", "e_ads")
+
+
+@dataclass
+class Example:
+    sid: str
+    text: str | None
+    target: float | None  # eV
+    adsorbate: str | None  # OC20 SMILES or text name
+    system_id: str | None = None
+    data: Any = None  # fairchem AtomicData of the prepared (cropped) structure, or None for text-only
+
+
+@dataclass
+class Batch:
+    graph: Any  # fairchem AtomicData batch, or None
+    input_ids: torch.Tensor | None  # [B, T] int64
+    attention_mask: torch.Tensor | None  # [B, T] int64 (1 = token, 0 = pad)
+    targets: torch.Tensor | None  # [B] eV, float64
+    adsorbates: list[str | None] = field(default_factory=list)
+    sids: list[str] = field(default_factory=list)
+    system_ids: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sids)
+
+
+def _parse_miller(value) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        digits = re.findall(r"-?\d", value)
+        return tuple(int(d) for d in digits) if len(digits) == 3 else None
+    try:
+        m = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return m if len(m) == 3 else None
+
+
+def structure_text(atoms: Atoms, name: str) -> str:
+    """``atoms.info['text']``, or the configuration string generated from the info metadata."""
+    text = atoms.info.get("text")
+    if isinstance(text, str) and text:
+        return text
+    ads = atoms.info.get("adsorbate")
+    bulk = atoms.info.get("bulk_formula") or atoms.info.get("bulk")
+    miller = _parse_miller(atoms.info.get("miller"))
+    if not (ads and bulk and miller):
+        raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it "
+                         "(needs 'adsorbate', 'bulk_formula' and 'miller' in atoms.info)")
+    from qecat_core.text import configuration_text
+
+    try:
+        return configuration_text(atoms, adsorbate_key(str(ads)), str(bulk), miller)
+    except ValueError as exc:
+        raise InputError(f"{name}: cannot generate configuration text ({exc})") from None
+
+
+def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None = 6.0, max_num_elements: int = 100,
+                       need_text: bool = True, need_target: bool = False, target_key: str = "e_ads") -> Example:
+    """One :class:`Example` from a structure (tags inferred, text generated if needed, cropped graph)."""
+    sid = str(atoms.info.get("sid", atoms.info.get("source", f"structure-{index}")))
+    name = str(atoms.info.get("source", sid))
+    atoms = ensure_tags(atoms.copy(), name)
+    text = structure_text(atoms, name) if need_text else atoms.info.get("text")
+    target = atoms.info.get(target_key)
+    if target is not None:
+        target = float(target)
+        if not np.isfinite(target):
+            target = None
+    if need_target and target is None:
+        raise InputError(f"{name}: no finite '{target_key}' (eV) in atoms.info")
+    ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None)
+    prepared = prepare_atoms(atoms, crop_radius, max_num_elements, name)
+    return Example(sid=sid, text=text, target=target, adsorbate=ads, system_id=atoms.info.get("system_id"),
+                   data=atoms_to_data(prepared))
+
+
+class StructureDataset(Dataset):
+    """Examples from a structure file or folder (``.aselmdb``, extxyz, ...), prepared eagerly.
+
+    ``drop_anomalies``: skip rows whose ``atoms.info['anomaly']`` is true (labelling flagged them).
+    """
+
+    def __init__(self, path: str | Path | Sequence[Atoms], crop_radius: float | None = 6.0,
+                 max_num_elements: int = 100, need_text: bool = True, need_target: bool = True,
+                 drop_anomalies: bool = True, target_key: str = "e_ads", limit: int | None = None) -> None:
+        from qecat_core.io import iter_structures
+
+        source: Iterable[Atoms] = iter_structures(path) if isinstance(path, (str, Path)) else path
+        self.path = str(path) if isinstance(path, (str, Path)) else "<atoms>"
+        self.examples: list[Example] = []
+        for i, atoms in enumerate(source):
+            if drop_anomalies and bool(atoms.info.get("anomaly", False)):
+                continue
+            self.examples.append(example_from_atoms(atoms, i, crop_radius, max_num_elements, need_text,
+                                                    need_target, target_key))
+            if limit is not None and len(self.examples) >= limit:
+                break
+        if not self.examples:
+            raise InputError(f"{self.path}: no usable structures")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+    @property
+    def targets(self) -> list[float | None]:
+        return [e.target for e in self.examples]
+
+    @property
+    def adsorbates(self) -> list[str | None]:
+        return [e.adsorbate for e in self.examples]
+
+
+class TextDataset(Dataset):
+    """Text-only examples from a parquet table (or a list of strings)."""
+
+    def __init__(self, source: str | Path | Sequence[str], text_col: str = "text", target_col: str | None = None,
+                 need_target: bool = True, sids: Sequence[str] | None = None) -> None:
+        import pandas as pd
+
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(f"{path}: no such file")
+            if path.stat().st_size == 0:
+                raise InputError(f"{path}: file is empty")
+            try:
+                df = pd.read_parquet(path)
+            except Exception as exc:
+                raise InputError(f"{path}: cannot read parquet ({type(exc).__name__})") from None
+            name = str(path)
+        else:
+            df = pd.DataFrame({text_col: list(source)})
+            if sids is not None:
+                df["sid"] = list(sids)
+            name = "<texts>"
+        if text_col not in df.columns:
+            raise InputError(f"{name}: no '{text_col}' column (columns: {', '.join(map(str, df.columns))})")
+        if target_col is None:
+            target_col = next((c for c in TARGET_COLUMNS if c in df.columns), None)
+        if need_target and (target_col is None or target_col not in df.columns):
+            raise InputError(f"{name}: no target column (one of {', '.join(TARGET_COLUMNS)}, eV)")
+        if len(df) == 0:
+            raise InputError(f"{name}: table has no rows")
+        self.path = name
+        texts = df[text_col].astype(str).tolist()
+        targets = df[target_col].astype(float).tolist() if target_col in df.columns else [None] * len(df)
+        sid = df["sid"].astype(str).tolist() if "sid" in df.columns else [f"row-{i}" for i in range(len(df))]
+        sysid = df["system_id"].astype(str).tolist() if "system_id" in df.columns else [None] * len(df)
+        ads = (df["adsorbate"].astype(str).tolist() if "adsorbate" in df.columns
+               else [adsorbate_from_text(t) for t in texts])
+        self.examples = []
+        for s, t, y, a, g in zip(sid, texts, targets, ads, sysid):
+            if y is not None and not np.isfinite(y):
+                if need_target:
+                    continue
+                y = None
+            self.examples.append(Example(sid=s, text=t, target=y, adsorbate=a, system_id=g))
+        if not self.examples:
+            raise InputError(f"{name}: no rows with a finite target")
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+    @property
+    def targets(self) -> list[float | None]:
+        return [e.target for e in self.examples]
+
+    @property
+    def adsorbates(self) -> list[str | None]:
+        return [e.adsorbate for e in self.examples]
+
+
+def load_dataset(path: str | Path, need_target: bool = True, crop_radius: float | None = 6.0,
+                 max_num_elements: int = 100, text_only: bool = False, limit: int | None = None) -> Dataset:
+    """A :class:`TextDataset` for ``.parquet`` files, else a :class:`StructureDataset`."""
+    if str(path).endswith(".parquet"):
+        return TextDataset(path, need_target=need_target)
+    ds = StructureDataset(path, crop_radius=crop_radius, max_num_elements=max_num_elements,
+                          need_target=need_target, limit=limit)
+    if text_only:
+        for e in ds.examples:
+            e.data = None
+    return ds
+
+
+class Collator:
+    """Examples -> :class:`Batch` (tokenises text, batches graphs when every example has one)."""
+
+    def __init__(self, tokenizer=None, max_length: int = 256, use_graph: bool = True, use_text: bool = True) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.use_graph, self.use_text = use_graph, use_text
+
+    def __call__(self, examples: Sequence[Example]) -> Batch:
+        graph = None
+        if self.use_graph and all(e.data is not None for e in examples):
+            graph = collate_graphs([e.data for e in examples])
+        ids = mask = None
+        if self.use_text and self.tokenizer is not None and all(e.text for e in examples):
+            from qecat_core.model.tokenizer import encode_texts
+
+            ids, mask = encode_texts(self.tokenizer, [e.text for e in examples], self.max_length)
+        targets = None
+        if all(e.target is not None for e in examples):
+            targets = torch.tensor([e.target for e in examples], dtype=torch.float64)
+        return Batch(graph=graph, input_ids=ids, attention_mask=mask, targets=targets,
+                     adsorbates=[e.adsorbate for e in examples], sids=[e.sid for e in examples],
+                     system_ids=[e.system_id for e in examples])

@@ -1,0 +1,133 @@
+"""Batched prediction of relaxed adsorption energies (eV) from initial structures or text.
+
+Both functions return a pandas DataFrame with columns ``sid``, ``e_ads_pred`` (eV), ``mode`` and
+``model_id``, one row per input, in input order. ``model`` is a model folder (loaded with
+:func:`qecat_core.model.checkpoint.load_model`) or an already loaded ``QECatModel`` (then pass its
+tokenizer for the text and fused modes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from ase import Atoms
+
+from qecat_core.errors import QecatError
+from qecat_core.model.fusion import MODES
+
+COLUMNS = ("sid", "e_ads_pred", "mode", "model_id")
+
+
+def _resolve(model, tokenizer):
+    if isinstance(model, (str, Path)):
+        from qecat_core.model.checkpoint import load_model
+
+        return load_model(model)
+    return model, tokenizer
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _model_id(model) -> str:
+    from qecat_core.model.checkpoint import weights_hash
+
+    return weights_hash(model)  # of the weights as they are now (a live model may have trained on)
+
+
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: str = "fused", batch_size: int = 32,
+                       tokenizer=None, progress: bool = True, num_threads: int | None = None):
+    """Predict E_ads (eV) for every structure (an iterable of Atoms, or a path ``iter_structures`` reads).
+
+    ``mode``: fused | graph | text (text uses ``atoms.info['text']`` or generates it from metadata).
+    Tags are inferred when absent; bad structures raise :class:`InputError` naming them.
+    """
+    from qecat_core.model.data import Collator, example_from_atoms
+
+    if mode not in MODES:
+        raise QecatError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    model, tokenizer = _resolve(model, tokenizer)
+    if mode != "graph" and tokenizer is None:
+        raise QecatError(f"mode {mode!r} needs the model's tokenizer")
+    if isinstance(structures, (str, Path)):
+        from qecat_core.io import iter_structures
+
+        structures = iter_structures(structures)
+    gcfg, fcfg = model.config["graph"], model.config["fusion"]
+    collate = Collator(tokenizer, fcfg["max_length"], use_graph=mode != "text", use_text=mode != "graph")
+    model_id = _model_id(model)
+    total = len(structures) if hasattr(structures, "__len__") else None
+    rows: list[dict] = []
+    model.eval()
+
+    def flush(examples):
+        batch = collate(examples)
+        out = model(batch, mode)
+        rows.extend({"sid": s, "e_ads_pred": float(e), "mode": mode, "model_id": model_id}
+                    for s, e in zip(batch.sids, out.energy.tolist()))
+
+    from tqdm.auto import tqdm
+
+    with _threads(num_threads), torch.inference_mode(), tqdm(total=total, desc=f"predict[{mode}]", unit="struct",
+                                                              disable=not progress) as bar:
+        buf = []
+        for i, atoms in enumerate(structures):
+            ex = example_from_atoms(atoms, i, gcfg["crop_radius"], gcfg["max_num_elements"],
+                                    need_text=mode != "graph", need_target=False)
+            if mode == "text":
+                ex.data = None
+            buf.append(ex)
+            if len(buf) >= batch_size:
+                flush(buf)
+                bar.update(len(buf))
+                buf = []
+        if buf:
+            flush(buf)
+            bar.update(len(buf))
+    return _frame(rows)
+
+
+def predict_texts(model, texts: Sequence[str], sids: Sequence[str] | None = None, batch_size: int = 64,
+                  tokenizer=None, progress: bool = False, num_threads: int | None = None):
+    """Text-only prediction (eV) from configuration strings; no structure needed."""
+    from qecat_core.model.data import Collator, TextDataset
+
+    model, tokenizer = _resolve(model, tokenizer)
+    if tokenizer is None:
+        raise QecatError("text prediction needs the model's tokenizer")
+    texts = list(texts)
+    if not texts:
+        return _frame([])
+    if sids is not None and len(sids) != len(texts):
+        raise QecatError(f"{len(sids)} sids for {len(texts)} texts")
+    ds = TextDataset(texts, need_target=False, sids=sids)
+    collate = Collator(tokenizer, model.config["fusion"]["max_length"], use_graph=False)
+    model_id = _model_id(model)
+    rows: list[dict] = []
+    model.eval()
+    from tqdm.auto import tqdm
+
+    with _threads(num_threads), torch.inference_mode():
+        for start in tqdm(range(0, len(ds), batch_size), desc="predict[text]", unit="batch", disable=not progress):
+            batch = collate(ds.examples[start:start + batch_size])
+            out = model(batch, "text")
+            rows.extend({"sid": s, "e_ads_pred": float(e), "mode": "text", "model_id": model_id}
+                        for s, e in zip(batch.sids, out.energy.tolist()))
+    return _frame(rows)
