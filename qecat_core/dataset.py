@@ -85,6 +85,20 @@ def _write_subset(cand_dir: Path, sids: set[str], out: Path, shard_size: int = 2
     return written
 
 
+def _labelled_sids(out_parquet: Path) -> set[str]:
+    """Sids already labelled into ``out_parquet`` or its resumable parts folder."""
+    from qecat_core.label import parts_dir
+
+    sids: set[str] = set()
+    for f in [out_parquet, *sorted(parts_dir(out_parquet).glob("*.parquet"))]:
+        if f.exists():
+            try:
+                sids |= set(pd.read_parquet(f, columns=["sid"])["sid"])
+            except Exception:  # slab-cache parts have no sid column
+                pass
+    return sids
+
+
 def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 24000,
                   workers: int | None = None, calculator: str = "emt") -> str:
     """Enumerate, sample, label and split; return a one-paragraph summary."""
@@ -104,6 +118,7 @@ def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 
     inputs = _write_subset(out / "candidates", set(sample["sid"]), out / "inputs")
     if not inputs:
         raise QecatError(f"{catalog_path}: the catalog enumerates no candidates")
+    already = _labelled_sids(out / "labels.parquet") & set(sample["sid"])
     t1 = time.perf_counter()
     labels = label(out / "inputs", out / "labels.parquet", calculator=calculator, workers=workers)
     t_label = time.perf_counter() - t1
@@ -136,11 +151,12 @@ def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 
         "splits": df["split"].value_counts().to_dict(),
         "anomalies": {k: int(df[k].sum()) for k in ("desorbed", "dissociated", "surface_changed", "not_converged")},
         "seconds_enumerate": round(t_enum, 1), "seconds_label": round(t_label, 1),
-        "labels_per_second": round(len(labels) / max(t_label, 1e-9), 2),
+        "labelled_this_run": len(labels) - len(already), "resumed": len(already),
+        "labels_per_second": round((len(labels) - len(already)) / max(t_label, 1e-9), 2),
         "e_ads_per_adsorbate": per_ads.round(3).reset_index().to_dict(orient="records"),
         "ood_adsorbates": list(OOD_ADSORBATES), "ood_pairs": list(OOD_PAIRS),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return (f"{len(df)} labelled systems ({len(clean)} without anomalies) -> {out}/dataset.parquet; "
-            f"splits {summary['splits']}; label time {t_label / 60:.1f} min "
-            f"({summary['labels_per_second']}/s)")
+            f"splits {summary['splits']}; labelled {summary['labelled_this_run']} in {t_label / 60:.1f} min "
+            f"({summary['labels_per_second']}/s), {len(already)} resumed from an earlier run")
