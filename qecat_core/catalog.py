@@ -188,6 +188,7 @@ class Catalog(_Strict):
         Prototype(kind="L1_0"),
     ]
     lattice: Literal["vegard", "relaxed"] = "vegard"
+    lattice_calculator: str = "emt"  # for lattice: relaxed; emt | chgnet | MODULE:FACTORY
     lattice_constants: dict[str, Annotated[float, Field(gt=1.5, lt=7.0)]] = {}
     facets: Annotated[list[tuple[int, int, int]], Field(min_length=1)] = [(1, 1, 1), (1, 0, 0), (1, 1, 0), (2, 1, 1)]
     slab: SlabGeometry = SlabGeometry()
@@ -260,7 +261,8 @@ class Catalog(_Strict):
         return self.lattice_constants.get(metal, fcc_metals()[metal])
 
     def bulk_specs(self) -> list[BulkSpec]:
-        """All bulks, pure metals first, with Vegard's-law lattice constants (Å)."""
+        """All bulks, pure metals first, with lattice constants (Å) by Vegard's law, or relaxed
+        with ``lattice_calculator`` when ``lattice: relaxed``."""
         specs = []
         if self.include_pure:
             for m in self.metals:
@@ -273,6 +275,11 @@ class Catalog(_Strict):
                 if p.kind == "random":  # a seed of its own, so editing other entries never moves it
                     seed = int(hashlib.blake2b(f"{self.seed}|{a}|{b}|{p.fraction_b:g}".encode(), digest_size=4).hexdigest(), 16)
                 specs.append(BulkSpec(a=a, b=b, prototype=p, lattice_constant=(1 - xb) * la + xb * lb, seed=seed))
+        if self.lattice == "relaxed":
+            from qecat_core.slabs import relaxed_lattice_constant
+
+            specs = [s.model_copy(update={"lattice_constant": relaxed_lattice_constant(s, self.lattice_calculator)})
+                     for s in specs]
         return specs
 
     def content_hash(self) -> str:

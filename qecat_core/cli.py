@@ -149,7 +149,7 @@ def screen_cmd(
     table = Table(title=f"{cat.name}: {m['n_candidates']} candidates enumerated, {len(df)} relaxed with EMT; "
                         f"top {top} systems by E_ads (eV)")
     for col in ("bulk", "miller", "adsorbate", "site_type", "e_ads", "n_placements"):
-        table.add_column(col, justify="right" if col in ("e_ads", "n_placements") else "left")
+        table.add_column(col, justify="right" if col in ("e_ads", "n_placements") else "left", no_wrap=True)
     for r in ranking.head(top).itertuples():
         table.add_row(r.bulk, r.miller, r.adsorbate, r.site_type, f"{r.e_ads:.3f}", str(r.n_placements))
     Console().print(table)

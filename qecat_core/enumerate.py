@@ -138,6 +138,10 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                     meta["text"] = configuration_text(atoms, ads.text_name, formula, miller, slab_nbrs)
                     found.append(Candidate(atoms, meta))
                 found = [c for c in found if c.meta["site_type"] != "none"]  # lifted off: not bound
+                if tuple(miller) != (1, 1, 1):  # fcc/hcp is a (111) notion; elsewhere a 3-fold hollow
+                    for c in found:
+                        if c.meta["site_type"] in ("hollow-fcc", "hollow-hcp"):
+                            c.meta["site_type"] = "hollow-3fold"
                 found = _stratified_cap(found, catalog.placement.max_per_system)
                 out.extend(found)
     return out
@@ -166,8 +170,17 @@ def _stratified_cap(found: list[Candidate], cap: int) -> list[Candidate]:
 _WORKER_CATALOG: Catalog | None = None
 
 
+def _reset_signals() -> None:
+    """Forked workers must not inherit a parent's SIGTERM handler (Prefect installs one), or
+    ``Pool.terminate`` makes them print tracebacks on the way out."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _init_worker(catalog: Catalog) -> None:
     global _WORKER_CATALOG
+    _reset_signals()
     _WORKER_CATALOG = catalog
 
 
@@ -195,7 +208,7 @@ def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool
     # cut the templates and find their sites once, before forking, so the workers share them
     jobs = [(kind, tuple(m), targs) for kind in sorted({geometry_kind(s) for s in specs}) for m in catalog.facets]
     if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=_reset_signals) as pool:
             for job, result in zip(jobs, pool.map(_prepare, jobs, chunksize=1)):
                 install_templates(*job, result)
     else:

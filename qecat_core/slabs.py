@@ -10,6 +10,7 @@ facet has the same layer count and supercell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from ase import Atoms
@@ -34,6 +35,41 @@ def bulk_atoms(kind: str, a: float = A_REF, species: tuple[str, str] = (_PLACEHO
     if kind == "L1_0":  # alternating A and B (001) planes
         return Atoms([A, A, B, B], scaled_positions=frac, cell=[a] * 3, pbc=True)
     raise ValueError(f"unknown prototype {kind!r}")
+
+
+@lru_cache(maxsize=None)
+def relaxed_lattice_constant(spec: BulkSpec, calculator: str = "emt") -> float:
+    """Cubic lattice constant (Å) minimising the bulk energy with ``calculator``.
+
+    The conventional cubic cell of the prototype (a 2x2x2 supercell with the seeded random
+    occupancy for random alloys) is scaled uniformly around the Vegard value (±4%, 9 points) and
+    a parabola fitted to E(a); c/a stays 1 (no tetragonal relaxation of L1_0).
+    """
+    from qecat_core.calculators import get_calculator
+
+    a0 = spec.lattice_constant
+    if spec.b is None:
+        cell = bulk_atoms("L1_2", a0, (spec.a, spec.a))
+    elif spec.prototype.kind == "random":
+        cell = bulk_atoms("L1_2", a0, (spec.a, spec.a)).repeat(2)
+        rng = np.random.default_rng(spec.seed)
+        symbols = np.array([spec.a] * len(cell), dtype=object)
+        symbols[rng.choice(len(cell), int(round(spec.prototype.fraction_b * len(cell))), replace=False)] = spec.b
+        cell.set_chemical_symbols(list(symbols))
+    elif spec.prototype.kind == "L1_2":
+        cell = bulk_atoms("L1_2", a0, (spec.a, spec.b) if spec.prototype.formula == "A3B" else (spec.b, spec.a))
+    else:
+        cell = bulk_atoms("L1_0", a0, (spec.a, spec.b))
+    calc = get_calculator(calculator)
+    scales = np.linspace(0.96, 1.04, 9)
+    energies = []
+    for s in scales:
+        trial = cell.copy()
+        trial.set_cell(cell.cell * s, scale_atoms=True)
+        trial.calc = calc
+        energies.append(trial.get_potential_energy())
+    c2, c1, _ = np.polyfit(scales * a0, energies, 2)
+    return float(-c1 / (2 * c2)) if c2 > 0 else a0
 
 
 def geometry_kind(spec: BulkSpec) -> str:

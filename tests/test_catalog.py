@@ -75,3 +75,14 @@ def test_content_hash_ignores_formatting(tiny_catalog_dict, write_yaml):
     tiny_catalog_dict["adsorbates"].append("*H")
     c = load_catalog(write_yaml(tiny_catalog_dict, "c.yaml"))
     assert c.content_hash() != a.content_hash()
+
+
+def test_relaxed_lattice_constants_with_emt(tiny_catalog_dict):
+    tiny_catalog_dict["lattice"] = "relaxed"
+    specs = {b.label: b for b in Catalog.model_validate(tiny_catalog_dict).bulk_specs()}
+    # EMT's own fcc minima (docs/data.md): Cu 3.593, Pt 3.927 Å
+    assert specs["Cu"].lattice_constant == pytest.approx(3.593, abs=0.01)
+    assert specs["Pt"].lattice_constant == pytest.approx(3.927, abs=0.01)
+    vegard = 0.75 * 3.593 + 0.25 * 3.927
+    assert abs(specs["Cu3Pt-L1_2"].lattice_constant - vegard) < 0.08
+    assert specs["Cu3Pt-L1_2"].lattice_constant != pytest.approx(vegard, abs=1e-6)
