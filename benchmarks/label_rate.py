@@ -21,7 +21,7 @@ import qecat_core  # noqa: F401
 def main() -> None:
     import pandas as pd
 
-    from qecat_core.dataset import _write_subset, sample_candidates
+    from qecat_core.dataset import write_subset, sample_candidates
     from qecat_core.label import label
 
     ap = argparse.ArgumentParser()
@@ -32,7 +32,7 @@ def main() -> None:
     cands = pd.read_parquet(Path(args.candidates) / "candidates.parquet")
     chosen = sample_candidates(cands, args.n)
     with tempfile.TemporaryDirectory() as tmp:
-        _write_subset(Path(args.candidates), set(chosen["sid"]), Path(tmp) / "in")
+        write_subset(Path(args.candidates), set(chosen["sid"]), Path(tmp) / "in")
         t0 = time.perf_counter()
         df = label(Path(tmp) / "in", Path(tmp) / "labels.parquet", workers=args.workers, progress=False)
         wall = time.perf_counter() - t0

@@ -28,13 +28,13 @@ def enumerate_task(catalog: str, out: str, shard_size: int) -> dict:
 def label_sample_task(candidates_dir: str, out: str, sample: int, calculator: str) -> str:
     import pandas as pd
 
-    from qecat_core.dataset import _write_subset, sample_candidates
+    from qecat_core.dataset import write_subset, sample_candidates
     from qecat_core.label import label
 
     cands = pd.read_parquet(Path(candidates_dir) / "candidates.parquet")
     chosen = sample_candidates(cands, sample)
     inputs = Path(out) / f"sample-{sample}"
-    _write_subset(Path(candidates_dir), set(chosen["sid"]), inputs)
+    write_subset(Path(candidates_dir), set(chosen["sid"]), inputs)
     target = Path(out) / f"labels-{sample}.parquet"
     label(inputs, target, calculator=calculator, progress=False)
     return str(target)

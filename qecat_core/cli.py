@@ -129,7 +129,7 @@ def screen_cmd(
     from rich.table import Table
 
     from qecat_core.catalog import load_catalog
-    from qecat_core.dataset import _write_subset, sample_candidates
+    from qecat_core.dataset import write_subset, sample_candidates
     from qecat_core.enumerate import enumerate_catalog
     from qecat_core.label import label
     from qecat_core.ranking import rank_systems
@@ -139,7 +139,7 @@ def screen_cmd(
         m = enumerate_catalog(cat, out / "candidates", workers=workers)
         cands = pd.read_parquet(out / "candidates" / "candidates.parquet")
         chosen = sample_candidates(cands, sample)
-        _write_subset(out / "candidates", set(chosen["sid"]), out / f"sample-{sample}")
+        write_subset(out / "candidates", set(chosen["sid"]), out / f"sample-{sample}")
         labels = label(out / f"sample-{sample}", out / f"labels-{sample}.parquet", workers=workers)
     except QecatError as exc:
         _fail(exc)

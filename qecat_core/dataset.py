@@ -62,7 +62,7 @@ def sample_candidates(candidates: pd.DataFrame, max_systems: int) -> pd.DataFram
     return candidates.loc[sorted(order)]
 
 
-def _write_subset(cand_dir: Path, sids: set[str], out: Path, shard_size: int = 2000) -> list[Path]:
+def write_subset(cand_dir: Path, sids: set[str], out: Path, shard_size: int = 2000) -> list[Path]:
     """Copy the initial structures of ``sids`` from the candidate shards into new shards."""
     from qecat_core.io import iter_structures, write_aselmdb
 
@@ -115,7 +115,7 @@ def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 
     t_enum = time.perf_counter() - t0
     cands = pd.read_parquet(out / "candidates" / "candidates.parquet")
     sample = sample_candidates(cands, max_systems)
-    inputs = _write_subset(out / "candidates", set(sample["sid"]), out / "inputs")
+    inputs = write_subset(out / "candidates", set(sample["sid"]), out / "inputs")
     if not inputs:
         raise QecatError(f"{catalog_path}: the catalog enumerates no candidates")
     already = _labelled_sids(out / "labels.parquet") & set(sample["sid"])
