@@ -110,7 +110,27 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
                    data=atoms_to_data(prepared))
 
 
-class StructureDataset(Dataset):
+class _Examples(Dataset):
+    """A list of :class:`Example` with the accessors both datasets share."""
+
+    examples: list[Example]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+    @property
+    def targets(self) -> list[float | None]:
+        return [e.target for e in self.examples]
+
+    @property
+    def adsorbates(self) -> list[str | None]:
+        return [e.adsorbate for e in self.examples]
+
+
+class StructureDataset(_Examples):
     """Examples from a structure file or folder (``.aselmdb``, extxyz, ...), prepared eagerly.
 
     ``drop_anomalies``: skip rows whose ``atoms.info['anomaly']`` is true (labelling flagged them).
@@ -134,22 +154,8 @@ class StructureDataset(Dataset):
         if not self.examples:
             raise InputError(f"{self.path}: no usable structures")
 
-    def __len__(self) -> int:
-        return len(self.examples)
 
-    def __getitem__(self, i: int) -> Example:
-        return self.examples[i]
-
-    @property
-    def targets(self) -> list[float | None]:
-        return [e.target for e in self.examples]
-
-    @property
-    def adsorbates(self) -> list[str | None]:
-        return [e.adsorbate for e in self.examples]
-
-
-class TextDataset(Dataset):
+class TextDataset(_Examples):
     """Text-only examples from a parquet table (or a list of strings)."""
 
     def __init__(self, source: str | Path | Sequence[str], text_col: str = "text", target_col: str | None = None,
@@ -197,19 +203,6 @@ class TextDataset(Dataset):
         if not self.examples:
             raise InputError(f"{name}: no rows with a finite target")
 
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> Example:
-        return self.examples[i]
-
-    @property
-    def targets(self) -> list[float | None]:
-        return [e.target for e in self.examples]
-
-    @property
-    def adsorbates(self) -> list[str | None]:
-        return [e.adsorbate for e in self.examples]
 
 
 def load_dataset(path: str | Path, need_target: bool = True, crop_radius: float | None = 6.0,
