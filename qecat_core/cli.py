@@ -155,5 +155,10 @@ def screen_cmd(
     Console().print(table)
 
 
+from qecat_core import cli_model as _cli_model  # noqa: E402
+
+_cli_model.register(app)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -1,0 +1,155 @@
+"""`qecat train | evaluate | predict | predict-text`, recipes, the fixed text split and text baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from qecat_core.cli import app
+from qecat_core.errors import InputError
+from tests.test_model import TINY_MODEL, make_systems
+
+runner = CliRunner()
+
+
+def _recipe(tmp_path, **extra):
+    rec = {"stages": ["graph"], "common": {"batch_size": 8, "num_threads": 1, "model": TINY_MODEL,
+                                           "tokenizer_cif_structures": 1, "warmup_frac": 0.0},
+           "graph": {"epochs": 2, "lr": 3e-3}, "text": {"epochs": 2, "lr": 3e-3}, **extra}
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump(rec))
+    return p
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from qecat_core.io import write_aselmdb
+
+    d = tmp_path_factory.mktemp("clidata")
+    s = make_systems(40, seed=3)
+    write_aselmdb(d / "train.aselmdb", s[:28])
+    write_aselmdb(d / "val-id.aselmdb", s[28:])
+    return d
+
+
+def test_recipes_shipped_and_errors(tmp_path):
+    from qecat_core.model.train import load_recipe
+
+    for name in ("emt-v1", "emt-v1-text", "oc20-text"):
+        rec = load_recipe(name)
+        assert rec["stages"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [graph]\ngraph: {epochz: 3}\n")
+    with pytest.raises(InputError, match=r"bad.yaml: graph.epochz is not a training option"):
+        load_recipe(bad)
+    bad.write_text("stages: [pretrain]\n")
+    with pytest.raises(InputError, match="stages: 'pretrain' is not one of"):
+        load_recipe(bad)
+    with pytest.raises(InputError, match="no such recipe file or shipped recipe"):
+        load_recipe("nope")
+
+
+def test_split_table_is_fixed_and_stable():
+    from qecat_core.model.train import split_table
+
+    keys = [f"random{i}" for i in range(4000)]
+    s = split_table(keys)
+    frac = {k: s.count(k) / len(s) for k in ("train", "val", "test")}
+    assert abs(frac["test"] - 0.1) < 0.02 and abs(frac["val"] - 0.1) < 0.02
+    assert split_table(keys[:100] + ["new1", "new2"])[:100] == s[:100]  # adding rows moves none
+
+
+def test_text_baselines_order():
+    from qecat_core.model.train import text_baselines
+
+    rng = np.random.default_rng(0)
+    ads = rng.choice(["H", "O", "OH", "CO"], 600)
+    metal = rng.choice(["Cu", "Pt", "Ag"], 600)
+    base = {"H": -0.5, "O": -1.0, "OH": -1.5, "CO": 0.3}
+    shift = {"Cu": 0.0, "Pt": -0.4, "Ag": 0.5}
+    y = np.array([base[a] + shift[m] for a, m in zip(ads, metal)]) + rng.normal(0, 0.02, 600)
+    df = pd.DataFrame({"text": [f"{a}</s>{m} (1 1 1)</s>[{a[0]} {m} atop]" for a, m in zip(ads, metal)],
+                       "target": y, "adsorbate": ads})
+    b = text_baselines(df[:500], df[500:])
+    assert b["tfidf_ridge"] < b["per_adsorbate_mean"] < b["mean"]
+    assert b["tfidf_ridge"] < 0.1  # the metal is a word the ridge sees
+
+
+def test_train_predict_evaluate_cli(tmp_path, data):
+    rec = _recipe(tmp_path)
+    r = runner.invoke(app, ["train", "graph", "--config", str(rec), "--train", str(data / "train.aselmdb"),
+                            "--val", str(data / "val-id.aselmdb"), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "graph: best val graph MAE" in r.output and (tmp_path / "m" / "config.json").is_file()
+    ck = str(tmp_path / "m")
+
+    out = tmp_path / "pred.parquet"
+    for mode in ("fused", "graph", "text"):
+        r = runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", mode,
+                                "--checkpoint", ck])
+        assert r.exit_code == 0, r.output
+        df = pd.read_parquet(out)
+        assert list(df.columns) == ["sid", "e_ads_pred", "mode", "model_id"] and len(df) == 12
+        assert (df["mode"] == mode).all() and np.isfinite(df["e_ads_pred"]).all()
+        assert df["sid"].str.contains("-").all()  # from atoms.info['sid']
+
+    texts = pd.DataFrame({"text": [a.info["text"] for a in make_systems(5, seed=9)]})
+    texts.to_parquet(tmp_path / "t.parquet")
+    r = runner.invoke(app, ["predict-text", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "pt.parquet"),
+                            "--checkpoint", ck])
+    assert r.exit_code == 0, r.output
+    pt = pd.read_parquet(tmp_path / "pt.parquet")
+    assert len(pt) == 5 and list(pt["sid"]) == [f"row-{i}" for i in range(5)]
+    # text mode from structures and from the same strings agree
+    same = pd.DataFrame({"text": [a.info["text"] for a in make_systems(40, seed=3)[28:]]})
+    same.to_parquet(tmp_path / "same.parquet")
+    runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", "text", "--checkpoint", ck])
+    runner.invoke(app, ["predict-text", str(tmp_path / "same.parquet"), "-o", str(tmp_path / "ps.parquet"),
+                        "--checkpoint", ck])
+    np.testing.assert_allclose(pd.read_parquet(out)["e_ads_pred"], pd.read_parquet(tmp_path / "ps.parquet")["e_ads_pred"],
+                               atol=1e-6)
+
+    r = runner.invoke(app, ["evaluate", "--checkpoint", ck, "--baseline", ck, "--data-dir", str(data),
+                            "--splits", "val-id", "-o", str(tmp_path / "eval")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(res["splits"]["val-id"]) == {"graph", "text (unaligned)", "text (aligned)", "fused"}
+    assert (tmp_path / "eval" / "parity_val-id_fused.png").stat().st_size > 0
+    assert "| val-id | fused | 12 |" in (tmp_path / "eval" / "table.md").read_text()
+
+
+def test_cli_errors_are_one_line(tmp_path, data):
+    (tmp_path / "empty.xyz").write_text("")
+    cases = [
+        ["predict", str(tmp_path / "empty.xyz"), "-o", str(tmp_path / "o.parquet"), "--checkpoint", str(tmp_path)],
+        ["predict", str(data / "val-id.aselmdb"), "-o", str(tmp_path / "o.parquet"), "--checkpoint", str(tmp_path)],
+        ["predict-text", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "o.parquet")],
+        ["train", "pipeline", "--config", "nope", "-o", str(tmp_path / "x")],
+        ["evaluate", "--checkpoint", str(tmp_path), "--data-dir", str(tmp_path)],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.output)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_train_text_table_cli(tmp_path):
+    rows = [{"sid": a.info["sid"], "text": a.info["text"], "e_ads_dft": a.info["e_ads"]} for a in make_systems(60, seed=5)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "oc.parquet")
+    rec = _recipe(tmp_path, stages=["text"])
+    r = runner.invoke(app, ["train", "text", "--data", str(tmp_path / "oc.parquet"), "--text-column", "text",
+                            "--target-column", "e_ads_dft", "--config", str(rec), "-o", str(tmp_path / "oc")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "oc" / "report.json").read_text())
+    assert sum(rep["split"].values()) == 60 and rep["test"]["n"] == rep["split"]["test"]
+    assert set(rep["baselines_test_mae"]) >= {"mean", "per_adsorbate_mean", "tfidf_ridge"}
+    r = runner.invoke(app, ["train", "text", "--data", str(tmp_path / "oc.parquet"), "--target-column", "dft",
+                            "--config", str(rec), "-o", str(tmp_path / "oc2")])
+    assert r.exit_code == 2 and "no column 'dft' (--target-column)" in r.output
