@@ -74,6 +74,7 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "tokenizer_vocab_size": 2048,
     "tokenizer_cif_structures": 16,  # training structures whose CIF text goes into the tokenizer corpus
     "limit_train": None,
+    "progress": True,  # a progress bar per epoch (stderr)
     "limit_val": None,
     "align": {"w_fused": 1.0, "w_text": 1.0, "w_graph": 0.5, "w_nce": 0.1, "w_distill": 1.0},
     "joint": {"p_text": 0.5, "w_graph": 0.0},
@@ -332,7 +333,10 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         n_batches = 0
-        for batch in loader:
+        from tqdm.auto import tqdm
+
+        for batch in tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{cfg['epochs']}", unit="batch", leave=False,
+                          mininterval=5.0, disable=not cfg["progress"]):
             loss, parts = stage_loss(model, batch, stage, cfg, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
