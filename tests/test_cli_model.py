@@ -153,3 +153,15 @@ def test_train_text_table_cli(tmp_path):
     r = runner.invoke(app, ["train", "text", "--data", str(tmp_path / "oc.parquet"), "--target-column", "dft",
                             "--config", str(rec), "-o", str(tmp_path / "oc2")])
     assert r.exit_code == 2 and "no column 'dft' (--target-column)" in r.output
+
+
+def test_discrimination_merges_near_ties():
+    from qecat_core.model.evaluate import regression_metrics
+
+    # system a: two placements 3 meV apart (one minimum) + one distinct; system b: only a near-tie
+    t = [0.000, 0.003, 0.500, 1.000, 1.004]
+    p = [0.010, 0.000, 0.450, 1.020, 1.000]
+    g = ["a", "a", "a", "b", "b"]
+    m = regression_metrics(t, p, g)
+    assert m["n_systems"] == 2 and m["spearman"] < 0.5  # both near-ties ranked the wrong way round
+    assert m["n_systems_distinct"] == 1 and m["spearman_distinct"] > 0.8

@@ -19,11 +19,18 @@ import torch
 from qecat_core.errors import QecatError
 
 WITHIN = 0.1  # eV
+# Relaxed energies closer than this are one minimum for discrimination (placements that relaxed to the
+# same site differ by the relaxation's tolerance, and their order carries no physics).
+TIE_TOL = 0.01  # eV
 
 
 def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float],
                        groups: Sequence[str | None] | None = None) -> dict[str, Any]:
-    """``{'n', 'mae', 'rmse', 'within_0.1', 'spearman', 'n_systems'}`` (energies in eV)."""
+    """``{'n', 'mae', 'rmse', 'within_0.1', 'spearman', 'n_systems', 'spearman_distinct', 'n_systems_distinct'}``.
+
+    Energies in eV. ``spearman`` ranks the raw true energies; ``spearman_distinct`` first merges true
+    energies of a system closer than :data:`TIE_TOL` into ties (systems whose placements all tie drop out).
+    """
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
     if t.shape != p.shape:
@@ -31,17 +38,34 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float],
     out: dict[str, Any] = {"n": int(t.size)}
     if t.size == 0:
         return {**out, "mae": math.nan, "rmse": math.nan, f"within_{WITHIN}": math.nan, "spearman": math.nan,
-                "n_systems": 0}
+                "n_systems": 0, "spearman_distinct": math.nan, "n_systems_distinct": 0}
     err = np.abs(p - t)
     out["mae"] = float(err.mean())
     out["rmse"] = float(np.sqrt(((p - t) ** 2).mean()))
     out[f"within_{WITHIN}"] = float((err <= WITHIN).mean())
     out["spearman"], out["n_systems"] = discrimination(t, p, groups)
+    out["spearman_distinct"], out["n_systems_distinct"] = discrimination(t, p, groups, tie_tol=TIE_TOL)
     return out
 
 
-def discrimination(y_true: np.ndarray, y_pred: np.ndarray, groups: Sequence[str | None] | None) -> tuple[float, int]:
-    """Mean Spearman rho over groups with >= 2 members and non-constant true and predicted values."""
+def merge_ties(values: np.ndarray, tol: float) -> np.ndarray:
+    """Values with chains of neighbours closer than ``tol`` replaced by their cluster's first value.
+
+    >>> merge_ties(np.array([0.0, 0.004, 0.3, 0.305, 1.0]), 0.01).tolist()
+    [0.0, 0.0, 0.3, 0.3, 1.0]
+    """
+    order = np.argsort(values, kind="stable")
+    out = values.astype(np.float64).copy()
+    for prev, cur in zip(order[:-1], order[1:]):
+        if values[cur] - values[prev] < tol:
+            out[cur] = out[prev]
+    return out
+
+
+def discrimination(y_true: np.ndarray, y_pred: np.ndarray, groups: Sequence[str | None] | None,
+                   tie_tol: float = 0.0) -> tuple[float, int]:
+    """Mean Spearman rho over groups with >= 2 members and non-constant true values (a constant
+    prediction counts as rho 0); with ``tie_tol`` > 0 true values are merged by :func:`merge_ties` first."""
     if groups is None:
         return math.nan, 0
     from scipy.stats import spearmanr
@@ -52,12 +76,13 @@ def discrimination(y_true: np.ndarray, y_pred: np.ndarray, groups: Sequence[str 
         if not key:
             continue
         idx = np.nonzero(g == key)[0]
-        if len(idx) < 2 or np.ptp(y_true[idx]) == 0:
+        yt = merge_ties(y_true[idx], tie_tol) if tie_tol > 0 else y_true[idx]
+        if len(idx) < 2 or np.ptp(yt) == 0:
             continue
         if np.ptp(y_pred[idx]) == 0:
             rhos.append(0.0)  # a constant prediction does not rank the placements
             continue
-        rhos.append(float(spearmanr(y_true[idx], y_pred[idx]).statistic))
+        rhos.append(float(spearmanr(yt, y_pred[idx]).statistic))
     return (float(np.mean(rhos)) if rhos else math.nan), len(rhos)
 
 

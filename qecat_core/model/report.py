@@ -76,10 +76,11 @@ def _f(x: float, fmt: str) -> str:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """One row per predictor and split: n, MAE (eV), within 0.1 eV (%), Spearman rho (systems)."""
-    lines = ["| split | predictor | n | MAE (eV) | within 0.1 eV | Spearman ρ (systems) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| split | predictor | n | MAE (eV) | within 0.1 eV | Spearman ρ (systems) | ρ, ties < 10 meV merged (systems) |",
+             "|---|---|---|---|---|---|---|"]
     for split, rows in result["splits"].items():
         for name, m in rows.items():
             lines.append(f"| {split} | {name} | {m['n']} | {_f(m['mae'], '.4f')} | "
-                         f"{_f(100 * m['within_0.1'], '.1f')}% | {_f(m['spearman'], '.3f')} ({m['n_systems']}) |")
+                         f"{_f(100 * m['within_0.1'], '.1f')}% | {_f(m['spearman'], '.3f')} ({m['n_systems']}) | "
+                         f"{_f(m.get('spearman_distinct'), '.3f')} ({m.get('n_systems_distinct', 0)}) |")
     return "\n".join(lines) + "\n"
