@@ -116,43 +116,135 @@ def dataset_build_cmd(
 
 @app.command("screen")
 def screen_cmd(
-    catalog: Annotated[Path, typer.Option(help="catalog YAML")] = Path("catalogs/bimetallics.yaml"),
-    out: Annotated[Path, typer.Option("-o", "--out", help="run folder")] = Path("runs/screen"),
-    sample: Annotated[int, typer.Option(min=1, help="candidates to relax with EMT (sid-hash sample)")] = 240,
+    config: Annotated[Optional[Path], typer.Option("--config", help="ScreenConfig YAML (options below override it)")] = None,
+    catalog: Annotated[Optional[Path], typer.Option(help="catalog YAML [catalogs/bimetallics.yaml]")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="model folder [models/qecat-emt-v1]")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="fused | graph | text [fused]")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local | slurm [local]")] = None,
+    slurm: Annotated[Optional[Path], typer.Option(help="SLURM settings YAML, e.g. slurm/local-cluster.yaml")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(min=1, help="candidates per shard [1000]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="structures per forward pass [32]")] = None,
+    results: Annotated[Optional[Path], typer.Option(help="results folder [results]")] = None,
+    work: Annotated[Optional[Path], typer.Option(help="work folder: enumerations, shard outputs, job logs [runs]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="screen name [the catalog's name]")] = None,
+    verify_top_k: Annotated[Optional[int], typer.Option(min=0, help="relax the K best systems per adsorbate [0: off]")] = None,
+    calculator: Annotated[Optional[str], typer.Option(help="labeller calculator for verification [emt]")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="local processes [all cores]")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="screen only this many candidates (sid-hash sample)")] = None,
     top: Annotated[int, typer.Option(min=1, help="rows of the ranking to print")] = 20,
-    workers: Annotated[Optional[int], typer.Option(min=1)] = None,
+    prefect: Annotated[bool, typer.Option("--prefect", help="run as the Prefect flow 'screen' (ephemeral unless "
+                                                           "PREFECT_API_URL is set)")] = False,
+    plots: Annotated[bool, typer.Option(help="write heatmap.png and summary.png under RESULTS/plots/")] = True,
 ) -> None:
-    """Enumerate the catalog, relax a sample with EMT, and print the best systems (AdsorbML min)."""
+    """Screen a catalog with the model: enumerate (cached), predict only what is new, rank, verify.
+
+    Exit status 0 when every shard succeeded, 1 when some failed (listed), 2 for bad input.
+    """
     _quiet_warnings()
-    import pandas as pd
+    from qecat_core.config import load_screen_config
+
+    overrides = dict(catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor, slurm=slurm,
+                     shard_size=shard_size, batch_size=batch_size, results=results, work=work, name=name,
+                     verify_top_k=verify_top_k, calculator=calculator, workers=workers, limit=limit)
+    try:
+        cfg = load_screen_config(config, **overrides)
+        cfg.checkpoint_path()
+        if prefect:
+            summary = _run_flow(cfg, top=top, plots=plots)
+            raise typer.Exit(0 if summary.get("status") == "ok" else 1)
+        from qecat_core.screening import run_screen
+
+        result = run_screen(cfg, progress=True)
+    except QecatError as exc:
+        _fail(exc)
+    _show(result.summary, result.ranking, result.verification, top, plots)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _show(summary: dict, ranking, verification, top: int, plots: bool) -> None:
+    from qecat_core.report import print_report, write_plots
+
+    print_report(summary, ranking, top=top)
+    if plots:
+        for what, path in write_plots(summary, ranking, verification).items():
+            typer.echo(f"{what}: {path}")
+    if summary["status"] != "ok":
+        typer.echo(f"error: {len(summary['failed'])} shard(s) failed"
+                   + (f"; verification: {summary['verification']['error']}"
+                      if (summary.get("verification") or {}).get("error") else "")
+                   + f" (see {summary.get('summary_path')}); rerun to retry them", err=True)
+
+
+def _run_flow(cfg, top: int, plots: bool) -> dict:
+    """Run ``flows/screen.py:screen`` (found next to the package or in the current directory)."""
+    import importlib.util
+
+    from qecat_core.config import REPO_ROOT
+
+    for root in (Path.cwd(), REPO_ROOT):
+        path = root / "flows" / "screen.py"
+        if path.is_file():
+            break
+    else:
+        raise QecatError("--prefect: flows/screen.py not found (run from the repository root)")
+    spec = importlib.util.spec_from_file_location("qecat_flows_screen", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_flow_and_report(cfg, top=top, plots=plots)
+
+
+@app.command("query")
+def query_cmd(
+    sql: Annotated[str, typer.Argument(help="read-only SQL over the views candidates, predictions, ranking, "
+                                            "ranking_history, runs, verification")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet")] = "table",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="write to this file (parquet needs it)")] = None,
+    results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    max_rows: Annotated[int, typer.Option(min=1, help="rows shown in table format")] = 50,
+) -> None:
+    """Query the screening results with DuckDB (docs/screening.md has example queries)."""
+    from qecat_core.query import query, query_arrow
+
+    try:
+        if format not in ("table", "csv", "parquet"):
+            raise QecatError(f"--format: unknown format {format!r}; allowed: table, csv, parquet")
+        if format == "parquet" and output is None:
+            raise QecatError("--format parquet needs -o FILE")
+        if not results.is_dir():
+            raise QecatError(f"{results}: results folder not found (run qecat screen first, or pass --results)")
+        if format == "parquet":
+            import pyarrow.parquet as pq
+
+            table = query_arrow(sql, results)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, output)
+            typer.echo(f"{table.num_rows} rows -> {output}")
+            return
+        df = query(sql, results)
+    except QecatError as exc:
+        _fail(exc)
+    if format == "csv":
+        if output:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(output, index=False)
+            typer.echo(f"{len(df)} rows -> {output}")
+        else:
+            sys.stdout.write(df.to_csv(index=False))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from qecat_core.catalog import load_catalog
-    from qecat_core.dataset import write_subset, sample_candidates
-    from qecat_core.enumerate import enumerate_catalog
-    from qecat_core.label import label
-    from qecat_core.ranking import rank_systems
-
-    try:
-        cat = load_catalog(catalog)
-        m = enumerate_catalog(cat, out / "candidates", workers=workers)
-        cands = pd.read_parquet(out / "candidates" / "candidates.parquet")
-        chosen = sample_candidates(cands, sample)
-        write_subset(out / "candidates", set(chosen["sid"]), out / f"sample-{sample}")
-        labels = label(out / f"sample-{sample}", out / f"labels-{sample}.parquet", workers=workers)
-    except QecatError as exc:
-        _fail(exc)
-    keep = [c for c in labels.columns if c not in chosen.columns or c == "sid"]
-    df = chosen.merge(labels[keep], on="sid")
-    ranking = rank_systems(df[~df["anomaly"]], "e_ads")
-    table = Table(title=f"{cat.name}: {m['n_candidates']} candidates enumerated, {len(df)} relaxed with EMT; "
-                        f"top {top} systems by E_ads (eV)")
-    for col in ("bulk", "miller", "adsorbate", "site_type", "e_ads", "n_placements"):
-        table.add_column(col, justify="right" if col in ("e_ads", "n_placements") else "left", no_wrap=True)
-    for r in ranking.head(top).itertuples():
-        table.add_row(r.bulk, r.miller, r.adsorbate, r.site_type, f"{r.e_ads:.3f}", str(r.n_placements))
-    Console().print(table)
+    t = Table(caption=f"{len(df)} rows" + (f" (first {max_rows} shown)" if len(df) > max_rows else ""))
+    for c in df.columns:
+        t.add_column(str(c), no_wrap=True)
+    for row in df.head(max_rows).itertuples(index=False):
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    if output:
+        with open(output, "w") as fh:
+            Console(file=fh, width=200).print(t)
+        typer.echo(f"{len(df)} rows -> {output}")
+    else:
+        Console().print(t)
 
 
 from qecat_core import cli_model as _cli_model  # noqa: E402

@@ -1,0 +1,171 @@
+"""Read-only SQL over the screening results (DuckDB over the Parquet files under ``results/``).
+
+Views (hive-partitioned paths become columns):
+
+=================  ==========================================================================
+``candidates``     the candidates in scope of each screen (``screen`` + candidates.parquet columns)
+``predictions``    every prediction: candidate metadata, ``e_ads_pred`` (eV), ``mode``, ``model_id``,
+                   ``checkpoint_hash``, ``catalog_hash``, ``code_version``, ``run_id``, ``timestamp``;
+                   partitions ``screen``, ``model``, ``run_date``
+``ranking``        AdsorbML: per (screen, model_id, mode, system) the placement of lowest
+                   ``e_ads_pred``, over the current candidates; ``rank`` within each adsorbate
+``ranking_history``  the ranking snapshot each run wrote (``run_id`` column)
+``runs``           one row per run (counts, status, failed shards, verification MAE)
+``verification``   ``e_ads_pred``, ``e_ads_physics`` (labeller relaxation) and ``error`` of verified systems
+=================  ==========================================================================
+
+Only queries that read (SELECT / WITH / VALUES / DESCRIBE / SHOW / EXPLAIN / SUMMARIZE) are
+accepted; file access is limited to the results folder. Errors are one line
+(:class:`~qecat_core.errors.QecatError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qecat_core.errors import QecatError
+
+READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA"}  # StatementType names (DESCRIBE/SHOW/SUMMARIZE parse as SELECT/PRAGMA)
+
+_HIVE_TYPES = "{'screen': VARCHAR, 'model': VARCHAR, 'run_date': DATE}"
+
+# schemas for views whose files do not exist yet (so that queries still bind)
+_EMPTY = {
+    "candidates": "NULL::VARCHAR AS screen, NULL::VARCHAR AS sid, NULL::VARCHAR AS system_id, NULL::VARCHAR AS bulk, "
+                  "NULL::VARCHAR AS miller, NULL::VARCHAR AS adsorbate, NULL::VARCHAR AS site_type, "
+                  "NULL::VARCHAR AS metal_a, NULL::VARCHAR AS metal_b, NULL::VARCHAR AS text",
+    "predictions": "NULL::VARCHAR AS screen, NULL::VARCHAR AS model, NULL::DATE AS run_date, NULL::VARCHAR AS sid, "
+                   "NULL::VARCHAR AS system_id, NULL::VARCHAR AS slab_id, NULL::VARCHAR AS bulk, "
+                   "NULL::VARCHAR AS bulk_formula, NULL::VARCHAR AS prototype, NULL::VARCHAR AS metal_a, "
+                   "NULL::VARCHAR AS metal_b, NULL::DOUBLE AS fraction_b, NULL::DOUBLE AS lattice_constant, "
+                   "NULL::VARCHAR AS miller, NULL::DOUBLE AS shift, NULL::BOOLEAN AS top, NULL::VARCHAR AS adsorbate, "
+                   "NULL::VARCHAR AS placement, NULL::VARCHAR AS site_type, NULL::VARCHAR AS binding_element, "
+                   "NULL::VARCHAR AS binding_atoms, NULL::BIGINT AS n_atoms, NULL::VARCHAR AS catalog_hash, "
+                   "NULL::DOUBLE AS e_ads_pred, NULL::VARCHAR AS mode, NULL::VARCHAR AS model_id, "
+                   "NULL::VARCHAR AS checkpoint_hash, NULL::VARCHAR AS code_version, NULL::VARCHAR AS run_id, "
+                   "NULL::TIMESTAMPTZ AS timestamp",
+    "ranking_history": "NULL::VARCHAR AS screen, NULL::VARCHAR AS system_id, NULL::VARCHAR AS bulk, "
+                       "NULL::VARCHAR AS miller, NULL::VARCHAR AS adsorbate, NULL::VARCHAR AS sid, "
+                       "NULL::VARCHAR AS site_type, NULL::DOUBLE AS e_ads_pred, NULL::BIGINT AS n_placements, "
+                       "NULL::BIGINT AS rank, NULL::VARCHAR AS model_id, NULL::VARCHAR AS mode, NULL::VARCHAR AS run_id",
+    "runs": "NULL::VARCHAR AS screen, NULL::VARCHAR AS run_id, NULL::VARCHAR AS status, NULL::VARCHAR AS started_at, "
+            "NULL::VARCHAR AS finished_at, NULL::DOUBLE AS seconds, NULL::VARCHAR AS model_id, NULL::VARCHAR AS mode, "
+            "NULL::BIGINT AS candidates, NULL::BIGINT AS skipped, NULL::BIGINT AS new, NULL::BIGINT AS failed_candidates, "
+            "NULL::BIGINT AS shards_failed, NULL::VARCHAR AS failed_shards, NULL::DOUBLE AS verify_mae",
+    "verification": "NULL::VARCHAR AS screen, NULL::VARCHAR AS model, NULL::VARCHAR AS sid, NULL::VARCHAR AS system_id, "
+                    "NULL::VARCHAR AS bulk, NULL::VARCHAR AS miller, NULL::VARCHAR AS adsorbate, "
+                    "NULL::VARCHAR AS site_type, NULL::BIGINT AS rank, NULL::DOUBLE AS e_ads_pred, "
+                    "NULL::DOUBLE AS e_ads_physics, NULL::DOUBLE AS error, NULL::DOUBLE AS abs_error, "
+                    "NULL::BOOLEAN AS anomaly, NULL::BOOLEAN AS converged, NULL::VARCHAR AS calculator, "
+                    "NULL::VARCHAR AS model_id, NULL::VARCHAR AS mode, NULL::VARCHAR AS run_id",
+}
+
+# (view, glob relative to results/, hive partitioning)
+_SOURCES = {
+    "candidates": "candidates/*/candidates.parquet",
+    "predictions": "predictions/*/*/*/part-*.parquet",
+    "ranking_history": "rankings/*/ranking-*.parquet",
+    "runs": "runs/*/run-*.parquet",
+    "verification": "verification/*/*/part-*.parquet",
+}
+
+RANKING_SQL = """
+CREATE VIEW ranking AS
+WITH best AS (
+  SELECT p.screen, p.model_id, p.mode, p.system_id,
+         any_value(p.bulk) AS bulk, any_value(p.bulk_formula) AS bulk_formula, any_value(p.prototype) AS prototype,
+         any_value(p.metal_a) AS metal_a, any_value(p.metal_b) AS metal_b, any_value(p.miller) AS miller,
+         any_value(p.shift) AS shift, any_value(p.top) AS top, any_value(p.adsorbate) AS adsorbate,
+         arg_min(p.site_type, p.e_ads_pred) AS site_type, arg_min(p.sid, p.e_ads_pred) AS sid,
+         min(p.e_ads_pred) AS e_ads_pred, count(*) AS n_placements
+  FROM predictions p SEMI JOIN candidates c ON p.screen = c.screen AND p.sid = c.sid
+  GROUP BY p.screen, p.model_id, p.mode, p.system_id
+)
+SELECT *, row_number() OVER (PARTITION BY screen, model_id, mode, adsorbate
+                             ORDER BY e_ads_pred, system_id) AS rank
+FROM best
+"""
+
+VIEWS = ("candidates", "predictions", "ranking", "ranking_history", "runs", "verification")
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def connect(results: str | Path = "results"):
+    """An in-memory DuckDB connection with the result views registered, locked to ``results``."""
+    import duckdb
+
+    root = Path(results).resolve()
+    con = duckdb.connect(":memory:")
+    con.execute("SET threads TO 2")
+    for view, pattern in _SOURCES.items():
+        files = sorted(root.glob(pattern))
+        if files:
+            hive_types = {"candidates": "{'screen': VARCHAR}", "ranking_history": "{'screen': VARCHAR}",
+                          "runs": "{'screen': VARCHAR}", "verification": "{'screen': VARCHAR, 'model': VARCHAR}",
+                          "predictions": _HIVE_TYPES}[view]
+            hive = f"hive_partitioning = true, hive_types = {hive_types}, union_by_name = true"
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_quote(str(root / pattern))}, {hive})")
+        else:
+            con.execute(f"CREATE VIEW {view} AS SELECT {_EMPTY[view]} WHERE false")
+    con.execute(RANKING_SQL)
+    con.execute(f"SET allowed_directories = [{_quote(str(root) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _check_read_only(sql: str) -> None:
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QecatError(f"query: {_first_line(exc)}") from None
+    if not statements:
+        raise QecatError("query: empty SQL")
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in READ_ONLY:
+            raise QecatError(f"query: only read-only statements are allowed (SELECT, WITH, DESCRIBE, SHOW, "
+                             f"SUMMARIZE, EXPLAIN); got {kind}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    near = next((l for l in lines[1:] if l.startswith("LINE ")), None)
+    return f"{text} ({near})" if near else text
+
+
+def query(sql: str, results: str | Path = "results") -> Any:
+    """Run read-only ``sql`` over the results views; return a pandas DataFrame."""
+    import duckdb
+
+    _check_read_only(sql)
+    con = connect(results)
+    try:
+        rel = con.sql(sql)
+        return rel.df() if rel is not None else None
+    except duckdb.Error as exc:
+        raise QecatError(f"query: {_first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def query_arrow(sql: str, results: str | Path = "results"):
+    """Like :func:`query` but returns a pyarrow Table (for Parquet output)."""
+    import duckdb
+
+    _check_read_only(sql)
+    con = connect(results)
+    try:
+        rel = con.sql(sql)
+        return rel.to_arrow_table() if rel is not None else None
+    except duckdb.Error as exc:
+        raise QecatError(f"query: {_first_line(exc)}") from None
+    finally:
+        con.close()
