@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
+# The Prefect flow `screen` (flows/screen.py) in an ephemeral Prefect (no server), local executor,
+# the shipped checkpoint models/qecat-emt-v1; the same steps as `qecat screen` (docs/screening.md).
 screen: setup
-	$(QECAT) screen
+	$(PY) -m flows.screen
 
 test: setup
 	$(PY) -m pytest
