@@ -165,3 +165,32 @@ def test_discrimination_merges_near_ties():
     m = regression_metrics(t, p, g)
     assert m["n_systems"] == 2 and m["spearman"] < 0.5  # both near-ties ranked the wrong way round
     assert m["n_systems_distinct"] == 1 and m["spearman_distinct"] > 0.8
+
+
+def test_recipe_pretrains_graph_and_text_in_parallel_then_aligns(tmp_path, data):
+    import torch
+
+    from qecat_core.model.checkpoint import load_model
+    from qecat_core.model.train import load_recipe, run_recipe, transplant_lm
+
+    rec_path = _recipe(tmp_path, stages=["graph", "text", "align"], align={"epochs": 1},
+                       graph={"epochs": 1}, text={"epochs": 1})
+    s = run_recipe(load_recipe(rec_path), tmp_path / "run", data / "train.aselmdb", data / "val-id.aselmdb")
+    assert set(s["stages"]) == {"graph", "text", "align"} and all(r["done"] for r in s["stages"].values())
+    assert (tmp_path / "run" / "model" / "config.json").is_file() and not (tmp_path / "run" / "model" / "resume").exists()
+    # transplant: the graph model's text path becomes the text model's
+    g, gt = load_model(tmp_path / "run" / "graph")
+    t, _ = load_model(tmp_path / "run" / "text")
+    transplant_lm(g, gt, tmp_path / "run" / "text")
+    for (n, a), (_, b) in zip(g.lm.state_dict().items(), t.lm.state_dict().items()):
+        assert torch.equal(a, b), n
+    # a model with another vocabulary is refused
+    rows = [{"sid": f"x{i}", "text": f"Zz{i} qq", "e_ads_dft": float(i)} for i in range(40)]
+    pd.DataFrame(rows[:30]).to_parquet(tmp_path / "a.parquet")
+    pd.DataFrame(rows[30:]).to_parquet(tmp_path / "b.parquet")
+    from qecat_core.model.train import train_stage
+
+    train_stage("text", tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "other",
+                {"epochs": 1, "batch_size": 8, "model": TINY_MODEL, "num_threads": 1})
+    with pytest.raises(InputError, match="tokenizer differs"):
+        transplant_lm(g, gt, tmp_path / "other")

@@ -70,6 +70,7 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "num_threads": None,  # torch threads (None: leave as is)
     "max_minutes": None,  # stop (resumably) after the epoch that passes this wall time
     "init_from": None,  # model folder to start from
+    "init_lm_from": None,  # model folder whose LM + text head replace init_from's (same tokenizer and LM sizes)
     "per_adsorbate_offsets": True,  # normaliser: per-adsorbate mean offsets
     "tokenizer_vocab_size": 2048,
     "tokenizer_cif_structures": 16,  # training structures whose CIF text goes into the tokenizer corpus
@@ -249,6 +250,21 @@ def _trim_log(path: Path, stage: str, last_epoch: int) -> None:
     ckpt._atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
+def transplant_lm(model, tok, source: str | Path) -> None:
+    """Copy the language channel (LM + text head) of the model folder ``source`` into ``model``.
+
+    Used to start alignment from a graph-pretrained model and a text-pretrained one; both must share the
+    tokenizer (same vocabulary) and the LM architecture, else :class:`InputError`.
+    """
+    other, otok = ckpt.load_model(source)
+    if otok.get_vocab() != tok.get_vocab():
+        raise InputError(f"{source}: its tokenizer differs from the graph model's; train both stages on the same data")
+    if other.lm.config.to_dict() != model.lm.config.to_dict():
+        raise InputError(f"{source}: its LM architecture differs from the graph model's")
+    model.lm.load_state_dict(other.lm.state_dict())
+    model.text_head.load_state_dict(other.text_head.state_dict())
+
+
 def _save_state(resume_dir: Path, model, tok, opt, sched, state: dict) -> None:
     ckpt.save_model(model, tok, resume_dir)
     tmp = resume_dir / ".state.pt.tmp"
@@ -296,6 +312,8 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         model, tok = ckpt.load_model(cfg["init_from"])
         if cfg["model"].get("fusion"):  # fusion options that need no new weights (e.g. text_pool)
             model.config["fusion"].update(cfg["model"]["fusion"])
+        if cfg["init_lm_from"]:
+            transplant_lm(model, tok, cfg["init_lm_from"])
     else:
         model, tok = None, None
 
@@ -433,7 +451,7 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
         raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(rec, dict):
         raise InputError(f"{p}: a recipe is a mapping with keys data, stages, common, <stage>")
-    allowed = {"data", "stages", "common", *STAGES}
+    allowed = {"data", "stages", "common", "parallel_pretrain", *STAGES}
     bad = sorted(set(rec) - allowed)
     if bad:
         raise InputError(f"{p}: unknown key(s) {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
@@ -471,19 +489,40 @@ def run_recipe(recipe: dict[str, Any], out_dir: str | Path, train_path=None, val
         raise InputError(f"{recipe.get('_path', 'recipe')}: no stages to run")
     out = Path(out_dir)
     results: dict[str, Any] = {}
-    prev = (overrides or {}).get("init_from")
     t0 = time.perf_counter()
-    for st in stages:
+    init = (overrides or {}).get("init_from")
+    # graph and text pre-training are independent: with parallel_pretrain they run at the same time in
+    # two processes (one core each); align then starts from the graph model with the text model's LM.
+    first = stages[:2]
+    if sorted(first) == ["graph", "text"] and recipe.get("parallel_pretrain", True):
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+            futs = {st: pool.submit(train_stage, st, train_path, val_path, out / st,
+                                    stage_config(recipe, st, {**(overrides or {}), "init_from": init}))
+                    for st in first}
+            results.update({st: f.result() for st, f in futs.items()})
+        rest = stages[2:] if all(results[st]["done"] for st in first) else []
+    else:
+        rest = stages
+    prev = out / "graph" if "graph" in results else init
+    for st in rest:
         c = stage_config(recipe, st, overrides)
-        if prev is not None:
+        if st == "text":  # the LM's own pre-training starts from scratch (or the overrides' init_from)
+            c["init_from"] = init
+        elif prev is not None:
             c["init_from"] = str(prev)
+        if st == "align" and "text" in stages and (out / "text").exists():
+            c["init_lm_from"] = str(out / "text")
         results[st] = train_stage(st, train_path, val_path, out / st, c)
-        prev = out / st
+        if st != "text":
+            prev = out / st
         if not results[st]["done"]:  # stopped by max_minutes: resumable, later stages wait
             break
     final = out / "model"
-    if all(results[s]["done"] for s in stages):
-        _publish(prev, final)
+    if all(st in results and results[st]["done"] for st in stages):
+        _publish(Path(prev) if prev is not None else out / stages[-1], final)
     summary = {"stages": results, "model": str(final) if final.exists() else None,
                "wall_minutes": round((time.perf_counter() - t0) / 60, 2)}
     _append_jsonl(out / "runs.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})
