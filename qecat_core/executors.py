@@ -55,7 +55,8 @@ def file_lock(path: str | Path, blocking: bool = True, note: str | None = None) 
     """An exclusive ``fcntl.flock`` on ``path`` (created if missing); yields whether it was acquired.
 
     With ``blocking=False`` it yields False at once when another process holds it. While held the
-    file says who holds it (pid, host, time, ``note``); the OS releases the lock when the holder dies.
+    file says who holds it (pid, host, SLURM/submitit job id, time, ``note``); the OS releases the lock
+    when the holder dies.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,9 @@ def file_lock(path: str | Path, blocking: bool = True, note: str | None = None) 
         try:
             fh.seek(0)
             fh.truncate()
-            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                 "note": note}))
+            job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": job,
+                                 "since": time.time(), "note": note}))
             fh.flush()
             yield True
         finally:

@@ -100,7 +100,6 @@ def connect(results: str | Path = "results"):
 
     root = Path(results).resolve()
     con = duckdb.connect(":memory:")
-    con.execute("SET threads TO 2")
     for view, pattern in _SOURCES.items():
         files = sorted(root.glob(pattern))
         if files:

@@ -1,0 +1,123 @@
+"""The screening pipeline on the single-node SLURM cluster (slurm/cluster.sh): same results as local,
+jobs in sacct, and exactly once after a job is cancelled mid-shard.
+
+Skipped unless the cluster is up or ``QECAT_SLURM=1`` (see tests/integration/conftest.py):
+
+    QECAT_SLURM=1 python -m pytest tests/integration/test_screen_slurm.py -m integration_slurm
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qecat_core.config import load_screen_config
+from tests.screening_fixtures import SHARD_SIZE, make_base
+
+pytestmark = pytest.mark.integration_slurm
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_CLUSTER_YAML = REPO / "slurm" / "local-cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_base(tmp_path_factory.mktemp("screen-slurm"))
+
+
+@pytest.fixture
+def env(base, tmp_path):
+    work = tmp_path / "runs"
+    shutil.copytree(base["work"], work)
+    return {**base, "results": tmp_path / "results", "workdir": work, "tmp": tmp_path}
+
+
+def _cfg(env, **kw):
+    args = dict(catalog=env["catalog"], checkpoint=env["models"][0], results=env["results"], work=env["workdir"],
+                shard_size=SHARD_SIZE, workers=1, executor="slurm", slurm=LOCAL_CLUSTER_YAML, batch_size=4)
+    args.update(kw)
+    return load_screen_config(None, **args)
+
+
+def _predictions(results: Path) -> pd.DataFrame:
+    files = sorted(results.glob("predictions/*/*/*/part-*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _sacct(name: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "--name", name, "-S", "now-1hour"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [tuple(l.split("|")[0::2]) for l in out.stdout.splitlines() if l.strip()]
+
+
+def test_flow_on_slurm_matches_local_and_jobs_are_in_sacct(slurm_cluster, env):
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from flows.screen import screen
+    finally:
+        sys.path.remove(str(REPO))
+    with prefect_test_harness():
+        summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
+                         work=str(env["workdir"]), shard_size=SHARD_SIZE, executor="slurm",
+                         slurm=str(LOCAL_CLUSTER_YAML), batch_size=4)
+    assert summary["status"] == "ok" and summary["new"] == env["n"]
+    assert summary["shards"]["jobs"] == env["shards"]  # one SLURM job per shard
+    slurm_preds = _predictions(env["results"])
+    # the same candidates through the local executor give the same numbers
+    from qecat_core.screening import run_screen
+
+    local_results = env["tmp"] / "results-local"
+    shutil.rmtree(env["workdir"] / "tinyscreen" / "predictions")
+    r = run_screen(_cfg(env, executor="local", results=local_results))
+    assert r.summary["status"] == "ok"
+    local_preds = _predictions(local_results)
+    merged = slurm_preds.merge(local_preds, on="sid", suffixes=("_slurm", "_local"))
+    assert len(merged) == env["n"] == len(slurm_preds) == len(local_preds)
+    assert (merged["e_ads_pred_slurm"] - merged["e_ads_pred_local"]).abs().max() < 1e-5
+    # every shard job is in the accounting database, completed
+    jobs = _sacct("qecat-tinyscreen")
+    completed = [j for j in jobs if j[1] == "COMPLETED"]
+    assert len(completed) >= env["shards"], jobs
+
+
+def test_scancel_mid_shard_then_rerun_exactly_once(slurm_cluster, env):
+    from qecat_core.screening import run_screen
+
+    cfg = _cfg(env, batch_size=1)
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))
+    t.start()
+    cancelled = None
+    deadline = time.time() + 600
+    locks = Path(env["workdir"]) / "tinyscreen" / "predictions"
+    while t.is_alive() and time.time() < deadline and cancelled is None:
+        for lock in locks.rglob(".*.lock"):
+            try:
+                info = json.loads(lock.read_text() or "null")
+            except (OSError, json.JSONDecodeError):
+                continue
+            if info and info.get("job"):
+                subprocess.run(["scancel", str(info["job"])], check=True, timeout=60)
+                cancelled = info["job"]
+                break
+        time.sleep(0.01)
+    t.join(timeout=900)
+    assert cancelled is not None, "every shard finished before one could be cancelled"
+    s1 = box["r"].summary
+    assert s1["status"] == "failed" and s1["failed"], s1
+    n_before = len(_predictions(env["results"])) if s1["new"] else 0
+    s2 = run_screen(_cfg(env)).summary
+    assert s2["status"] == "ok" and s2["new"] == env["n"] - n_before
+    preds = _predictions(env["results"])
+    assert len(preds) == env["n"] and preds["sid"].is_unique
