@@ -14,9 +14,10 @@ BASE_CATALOG = ROOT / "catalogs" / "bimetallics.yaml"
 PER_ADSORBATE = 2376
 
 
-def catalog_for(n: int, out_dir: Path) -> Path:
-    """``bimetallics.yaml`` with enough OC20 adsorbates for at least ``n`` candidates
-    (the screen then takes exactly ``n`` with ``limit``)."""
+def catalog_for(n: int, out_dir: Path) -> tuple[Path, str]:
+    """``bimetallics.yaml`` with enough OC20 adsorbates for at least ``n`` candidates (the screen
+    then takes exactly ``n`` with ``limit``); returns the file and the screen name. Sizes that need
+    the same adsorbates share the catalog (and so its cached enumeration)."""
     from qecat_core.catalog import oc20_adsorbate_smiles
 
     data = yaml.safe_load(BASE_CATALOG.read_text())
@@ -26,11 +27,11 @@ def catalog_for(n: int, out_dir: Path) -> Path:
     if k > len(pool):
         raise SystemExit(f"{n} candidates need {k} adsorbates; the OC20 set has {len(pool)}")
     data["adsorbates"] = pool[:k]
-    data["name"] = f"bench{n}"
+    data["name"] = f"bench{k}ads"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"bench-{n}.yaml"
+    path = out_dir / f"bench-{k}ads.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return path, data["name"]
 
 
 def default_checkpoint() -> str:

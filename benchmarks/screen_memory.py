@@ -38,7 +38,7 @@ def _phase(phase: str, n: int, args) -> dict:
     from qecat_core.config import load_screen_config
     from qecat_core.screening import enumerate_candidates, run_screen
 
-    catalog = catalog_for(n, args.out)
+    catalog, name = catalog_for(n, args.out)
     cfg = load_screen_config(None, catalog=catalog, checkpoint=args.checkpoint, executor="local",
                              workers=args.workers, shard_size=args.shard_size, results=args.out / f"results-{n}",
                              work=args.out / "work", limit=n)
@@ -50,7 +50,7 @@ def _phase(phase: str, n: int, args) -> dict:
         import shutil
 
         shutil.rmtree(args.out / f"results-{n}", ignore_errors=True)
-        shutil.rmtree(args.out / "work" / f"bench{n}" / "predictions", ignore_errors=True)
+        shutil.rmtree(args.out / "work" / name / "predictions", ignore_errors=True)
         s = run_screen(cfg).summary
         assert s["status"] == "ok", s["failed"]
         info = {"new": s["new"], "jobs": s["shards"]["jobs"]}

@@ -80,7 +80,7 @@ def main() -> None:
     from qecat_core.config import load_screen_config
     from qecat_core.screening import enumerate_candidates, plan_screen, run_screen
 
-    catalog = catalog_for(args.n, args.out)
+    catalog, _ = catalog_for(args.n, args.out)
     results, work = args.out / "results", args.out / "work"
     cfg = load_screen_config(None, catalog=catalog, checkpoint=args.checkpoint, mode=args.mode, executor="local",
                              workers=args.workers, shard_size=args.shard_size, batch_size=args.batch_size,

@@ -15,17 +15,25 @@ default; see docs/screening.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+# an ephemeral Prefect server (no PREFECT_API_URL) may need more than the default 20 s to start on a
+# busy machine; and it stays offline (no telemetry look-ups) unless told otherwise
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
-import qecat_core  # noqa: F401  (thread settings first)
-from qecat_core.config import ScreenConfig, load_screen_config
-from qecat_core.executors import ShardOutcome, ShardTask
-from qecat_core.screening import (Enumeration, ScreenPlan, cached_outcomes, collect, enumerate_candidates, finish,
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+import qecat_core  # noqa: F401,E402  (thread settings first)
+from qecat_core.config import ScreenConfig, load_screen_config  # noqa: E402
+from qecat_core.executors import ShardOutcome, ShardTask  # noqa: E402
+from qecat_core.screening import (Enumeration,  # noqa: E402
+                                  ScreenPlan, cached_outcomes, collect, enumerate_candidates, finish,
                                   movers, new_run_id, plan_screen, rank, run_shards, verify)
 
 SHARD_RETRIES = 2

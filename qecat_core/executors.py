@@ -25,10 +25,12 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,13 +132,36 @@ def load_model_cached(checkpoint: str | Path) -> tuple[Any, Any]:
     return _MODELS[key]
 
 
-class LocalPredictor:
-    """:func:`predict_structures` in this process, the model loaded once per process."""
+class JobCancelled(QecatError):
+    """The job was told to stop (SIGTERM: scancel, preemption) while it worked on a shard."""
 
-    def __init__(self, spec: PredictorSpec):
+
+class StopFlag:
+    """Set by SIGTERM while a prediction job runs (submitit itself only logs SIGTERM, so without this
+    a cancelled job would go on until SLURM's KillWait ends it with SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any = None) -> None:
+        self.signum = signum
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+
+class LocalPredictor:
+    """:func:`predict_structures` in this process, the model loaded once per process.
+
+    ``should_stop`` (optional) is polled before each structure; when it says so the shard is
+    abandoned with :class:`JobCancelled` (nothing is written).
+    """
+
+    def __init__(self, spec: PredictorSpec, should_stop: Callable[[], bool] | None = None):
         import torch
 
         self.spec = spec
+        self.should_stop = should_stop
         torch.set_num_threads(max(1, int(spec.num_threads)))
         self.model, self.tokenizer = load_model_cached(spec.checkpoint)
         self.model_id = str(getattr(self.model, "model_id", None) or "")
@@ -149,8 +174,15 @@ class LocalPredictor:
         from qecat_core.model.predict import predict_structures
 
         wanted = None if sids is None else set(sids)
-        structures = (a for a in iter_structures(shard_path) if wanted is None or a.info.get("sid") in wanted)
-        return predict_structures(self.model, structures, mode=self.spec.mode, batch_size=self.spec.batch_size,
+
+        def structures():
+            for a in iter_structures(shard_path):
+                if self.should_stop is not None and self.should_stop():
+                    raise JobCancelled(f"{shard_path}: job cancelled (SIGTERM) mid-shard; nothing written")
+                if wanted is None or a.info.get("sid") in wanted:
+                    yield a
+
+        return predict_structures(self.model, structures(), mode=self.spec.mode, batch_size=self.spec.batch_size,
                                   tokenizer=self.tokenizer, progress=False, num_threads=self.spec.num_threads)
 
 
@@ -220,19 +252,30 @@ class BatchedPredictor:
     over the same shards share the work instead of queueing behind each other.
     """
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, should_stop: Callable[[], bool] | None = None):
         self.predictor = predictor
+        self.should_stop = should_stop or (lambda: False)
+
+    def _cancelled(self, task: ShardTask) -> ShardOutcome:
+        return ShardOutcome(task.key, task.shard, task.n, "failed", retryable=True,
+                            error=f"{task.shard}: job cancelled (SIGTERM) before this shard started")
 
     def run(self, tasks: Sequence[ShardTask]) -> list[ShardOutcome]:
         outcomes: list[ShardOutcome] = []
         deferred: list[ShardTask] = []
         for task in tasks:
+            if self.should_stop():
+                outcomes.append(self._cancelled(task))
+                continue
             with file_lock(task.lock, blocking=False, note=task.shard) as got:
                 if got:
                     outcomes.append(self._one(task))
                 else:
                     deferred.append(task)
         for task in deferred:
+            if self.should_stop():
+                outcomes.append(self._cancelled(task))
+                continue
             with file_lock(task.lock, blocking=True, note=task.shard):
                 outcomes.append(self._one(task))
         return outcomes
@@ -261,7 +304,7 @@ class BatchedPredictor:
             if task.shard not in msg:
                 msg = f"{task.shard}: {msg}"
             return ShardOutcome(task.key, task.shard, task.n, "failed", error=msg,
-                                seconds=time.perf_counter() - t0, job_id=job_id, host=host)
+                                retryable=isinstance(exc, JobCancelled), seconds=time.perf_counter() - t0, job_id=job_id, host=host)
         return ShardOutcome(task.key, task.shard, task.n, "done", seconds=time.perf_counter() - t0,
                             job_id=job_id, host=host)
 
@@ -282,12 +325,19 @@ class PredictShardsJob(submitit.helpers.Checkpointable):
 
         warnings.filterwarnings("ignore")
         logging.getLogger("warp").setLevel(logging.ERROR)
+        stop = StopFlag()
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, stop) if main else None
         try:
-            predictor = LocalPredictor(self.spec)
-        except Exception as exc:  # unusable checkpoint: every shard fails with the same one-line reason
-            msg = one_line(exc)
-            return [ShardOutcome(t.key, t.shard, t.n, "failed", error=msg) for t in tasks]
-        return BatchedPredictor(predictor).run(tasks)
+            try:
+                predictor = LocalPredictor(self.spec, should_stop=stop.is_set)
+            except Exception as exc:  # unusable checkpoint: every shard fails with the same one-line reason
+                msg = one_line(exc)
+                return [ShardOutcome(t.key, t.shard, t.n, "failed", error=msg) for t in tasks]
+            return BatchedPredictor(predictor, should_stop=stop.is_set).run(tasks)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, old)
 
 
 class LabelJob(submitit.helpers.Checkpointable):

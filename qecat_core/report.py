@@ -81,8 +81,8 @@ def plot_heatmap(ranking: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     plt = _plt()
     table = ranking.pivot_table(index="bulk", columns="adsorbate", values="e_ads_pred", aggfunc="min")
     table = table.loc[table.min(axis=1).sort_values().index]
-    h = max(3.0, 0.22 * len(table) + 1.5)
-    w = max(4.0, 0.45 * len(table.columns) + 2.5)
+    h = max(3.5, 0.22 * len(table) + 1.8)
+    w = max(6.5, 0.45 * len(table.columns) + 3.0)
     fig, ax = plt.subplots(figsize=(w, h))
     data = table.to_numpy(dtype=float)
     im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap="viridis_r")
@@ -91,6 +91,12 @@ def plot_heatmap(ranking: pd.DataFrame, path: str | Path, title: str = "") -> Pa
     ax.set_xlabel("adsorbate")
     ax.set_ylabel("alloy (bulk)")
     ax.set_title(title or "best predicted E_ads per alloy and adsorbate", fontsize=9)
+    if data.size <= 600:  # small enough to print the values
+        lo, hi = np.nanmin(data), np.nanmax(data)
+        for (i, j), v in np.ndenumerate(data):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if (v - lo) < 0.5 * (hi - lo) else "white")
     fig.colorbar(im, ax=ax, label="E_ads (eV)")
     fig.tight_layout()
     path = Path(path)
@@ -143,10 +149,10 @@ def write_plots(summary: dict[str, Any], ranking: pd.DataFrame, verification: pd
     root = Path(results or summary["results"]) / "plots" / f"screen={summary['screen']}"
     label = f"{summary['screen']} — model {summary['model_id']} ({summary['mode']})"
     out = {}
-    p = plot_heatmap(ranking, root / "heatmap.png", f"best predicted E_ads (eV): {label}")
+    p = plot_heatmap(ranking, root / "heatmap.png", f"best predicted E_ads (eV) per alloy and adsorbate\n{label}")
     if p:
         out["heatmap"] = str(p)
-    p = plot_summary(ranking, root / "summary.png", verification, f"E_ads per adsorbate: {label}")
+    p = plot_summary(ranking, root / "summary.png", verification, f"best E_ads per system, by adsorbate\n{label}")
     if p:
         out["summary"] = str(p)
     return out

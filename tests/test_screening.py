@@ -135,6 +135,44 @@ def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
     assert "gpus_per_node" not in slurm_parameters(SlurmSettings())
 
 
+def test_slurm_arrays_are_chunked_under_max_array_size():
+    from contextlib import contextmanager
+
+    from qecat_core.executors import ExecutorInfo, submit_all
+
+    class Job:
+        def __init__(self, value):
+            self.value, self.job_id = value, f"j{value}"
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self.value
+
+    class FakeSlurm:
+        def __init__(self):
+            self.arrays, self._batch = [], None
+
+        @contextmanager
+        def batch(self):
+            self._batch = []
+            yield
+            self.arrays.append(self._batch)
+            self._batch = None
+
+        def submit(self, fn, *args):
+            assert self._batch is not None, "submitted outside executor.batch()"
+            self._batch.append(args)
+            return Job(fn(*args))
+
+    ex = FakeSlurm()
+    done = list(submit_all(ex, ExecutorInfo("slurm", 2, max_array_size=3, poll_s=0), lambda x: x * 10,
+                           [(k,) for k in range(7)]))
+    assert [len(a) for a in ex.arrays] == [3, 3, 1]
+    assert sorted(sj.job.result() for sj in done) == [k * 10 for k in range(7)]
+
+
 # ---------------------------------------------------------------------------------------------
 # incremental runs
 
@@ -263,7 +301,8 @@ def test_crash_during_parquet_write_leaves_nothing_partial(env, monkeypatch):
     assert screening.predicted_sids(plan.paths, plan.model_id, plan.mode) == set(_predictions(env["results"])["sid"])
 
 
-def test_sigkill_of_a_local_job_mid_shard_then_rerun_exactly_once(env):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_local_job_mid_shard_then_rerun_exactly_once(env, sig):
     from qecat_core.screening import run_screen
 
     cfg = _cfg(env, executor="local", batch_size=1, shard_size=SHARD_SIZE)
@@ -280,7 +319,7 @@ def test_sigkill_of_a_local_job_mid_shard_then_rerun_exactly_once(env):
             except (OSError, json.JSONDecodeError):
                 continue
             if info and info.get("pid"):
-                os.kill(info["pid"], signal.SIGKILL)  # the job process, while it holds a shard
+                os.kill(info["pid"], sig)  # the job process, while it holds a shard
                 killed = lock
                 break
         time.sleep(0.002)
@@ -288,7 +327,10 @@ def test_sigkill_of_a_local_job_mid_shard_then_rerun_exactly_once(env):
     assert killed is not None, "the job finished before it could be killed"
     s1 = box["r"].summary
     assert s1["status"] == "failed" and s1["failed"], s1
-    assert all("job" in f["error"] for f in s1["failed"])
+    if sig == signal.SIGKILL:  # the job died: its unfinished shards fail
+        assert all("ended without a result" in f["error"] for f in s1["failed"]), s1["failed"]
+    else:  # SIGTERM (scancel, preemption): the shard stops at once, nothing written
+        assert any("cancelled (SIGTERM) mid-shard" in f["error"] for f in s1["failed"]), s1["failed"]
     done_before = len(_predictions(env["results"]))
     assert done_before < env["n"]
     s2 = run_screen(_cfg(env)).summary  # rerun: only the lost shards
@@ -397,7 +439,7 @@ def test_prefect_flow_matches_plain_run(env, monkeypatch):
         from flows.screen import screen
     finally:
         sys.path.remove(str(REPO))
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=300):  # a busy machine starts it slowly
         summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
                          work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline")
     assert summary["status"] == "ok" and summary["new"] == env["n"]

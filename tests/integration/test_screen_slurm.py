@@ -67,7 +67,7 @@ def test_flow_on_slurm_matches_local_and_jobs_are_in_sacct(slurm_cluster, env):
         from flows.screen import screen
     finally:
         sys.path.remove(str(REPO))
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=300):  # a busy machine starts it slowly
         summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
                          work=str(env["workdir"]), shard_size=SHARD_SIZE, executor="slurm",
                          slurm=str(LOCAL_CLUSTER_YAML), batch_size=4)
@@ -94,7 +94,8 @@ def test_flow_on_slurm_matches_local_and_jobs_are_in_sacct(slurm_cluster, env):
 def test_scancel_mid_shard_then_rerun_exactly_once(slurm_cluster, env):
     from qecat_core.screening import run_screen
 
-    cfg = _cfg(env, batch_size=1)
+    # all shards in one job, one structure per batch: the job is surely mid-shard when SIGTERM arrives
+    cfg = _cfg(env, batch_size=1, shards_per_job=100, catalog=env["catalog_h"])
     box: dict = {}
     t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))
     t.start()
@@ -116,8 +117,9 @@ def test_scancel_mid_shard_then_rerun_exactly_once(slurm_cluster, env):
     assert cancelled is not None, "every shard finished before one could be cancelled"
     s1 = box["r"].summary
     assert s1["status"] == "failed" and s1["failed"], s1
+    assert any("cancelled (SIGTERM) mid-shard" in f["error"] for f in s1["failed"]), s1["failed"]
     n_before = len(_predictions(env["results"])) if s1["new"] else 0
-    s2 = run_screen(_cfg(env)).summary
-    assert s2["status"] == "ok" and s2["new"] == env["n"] - n_before
+    s2 = run_screen(_cfg(env, catalog=env["catalog_h"])).summary
+    assert s2["status"] == "ok" and s2["new"] == env["n_h"] - n_before
     preds = _predictions(env["results"])
-    assert len(preds) == env["n"] and preds["sid"].is_unique
+    assert len(preds) == env["n_h"] and preds["sid"].is_unique
