@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 import qecat_core  # noqa: F401,E402  (thread settings first)
-from qecat_core.config import ScreenConfig, load_screen_config  # noqa: E402
+from qecat_core.config import ScreenConfig, SlurmSettings, load_screen_config  # noqa: E402
 from qecat_core.executors import ShardOutcome, ShardTask  # noqa: E402
 from qecat_core.screening import (Enumeration,  # noqa: E402
                                   ScreenPlan, cached_outcomes, collect, enumerate_candidates, finish,
@@ -108,13 +108,13 @@ def screen(catalog: str | None = None, checkpoint: str | None = None, mode: str 
            executor: str | None = None, slurm: str | None = None, shard_size: int | None = None,
            batch_size: int | None = None, results: str | None = None, work: str | None = None,
            name: str | None = None, verify_top_k: int | None = None, calculator: str | None = None,
-           workers: int | None = None, limit: int | None = None, config: str | None = None,
-           run_id: str | None = None) -> dict[str, Any]:
+           workers: int | None = None, shards_per_job: int | None = None, limit: int | None = None,
+           config: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Screen ``catalog`` with ``checkpoint``; returns the run summary (see qecat_core.screening.finish)."""
     cfg = load_screen_config(config, catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor,
                              slurm=slurm, shard_size=shard_size, batch_size=batch_size, results=results, work=work,
                              name=name, verify_top_k=verify_top_k, calculator=calculator, workers=workers,
-                             limit=limit)
+                             shards_per_job=shards_per_job, limit=limit)
     run_id = run_id or new_run_id()
     enum = enumerate_task(cfg)
     plan = plan_task(cfg, enum, run_id)
@@ -153,8 +153,13 @@ def run_flow_and_report(cfg: ScreenConfig, top: int = 20, plots: bool = True) ->
 
     run_id = new_run_id()
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.model_dump().items() if v is not None}
-    if "slurm" in params and not isinstance(params["slurm"], str):
-        params.pop("slurm")  # inline settings cannot travel as a flow parameter: write them to a file
+    if isinstance(cfg.slurm, SlurmSettings):  # inline settings travel as a file, like a slurm/*.yaml
+        import yaml
+
+        path = cfg.work / ".slurm-settings" / f"{run_id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(cfg.slurm.model_dump()))
+        params["slurm"] = str(path)
     state = screen(**params, run_id=run_id, return_state=True)
     paths = ScreenPaths.of(cfg, screen_name(cfg))
     summary_path = paths.runs() / f"run-{run_id}.json"

@@ -430,9 +430,11 @@ def test_plots_and_report(env, capsys):
     assert "tinyscreen" in out and "e_ads_pred" in out
 
 
-def test_prefect_flow_matches_plain_run(env, monkeypatch):
+def test_prefect_flow_matches_plain_run(env):
     pytest.importorskip("prefect")
     from prefect.testing.utilities import prefect_test_harness
+
+    from qecat_core.screening import run_screen
 
     sys.path.insert(0, str(REPO))
     try:
@@ -441,7 +443,22 @@ def test_prefect_flow_matches_plain_run(env, monkeypatch):
         sys.path.remove(str(REPO))
     with prefect_test_harness(server_startup_timeout=300):  # a busy machine starts it slowly
         summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
-                         work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline")
-    assert summary["status"] == "ok" and summary["new"] == env["n"]
-    assert len(_predictions(env["results"])) == env["n"]
+                         work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline",
+                         shards_per_job=2)
+        assert summary["status"] == "ok" and summary["new"] == env["n"] and summary["shards"]["jobs"] == 2
+        # `qecat screen --prefect` runs the same flow and prints the same report (a rerun: nothing new)
+        out = runner.invoke(app, ["screen", "--prefect", "--catalog", str(env["catalog"]), "--checkpoint",
+                                  str(env["models"][0]), "--results", str(env["results"]), "--work",
+                                  str(env["workdir"]), "--shard-size", str(SHARD_SIZE), "--executor", "inline"])
+        assert out.exit_code == 0, out.output
+        assert "already predicted" in out.stdout and "top 20 systems" in out.stdout
+    preds = _predictions(env["results"])
+    assert len(preds) == env["n"] and preds["sid"].is_unique
     assert (env["results"] / "plots" / "screen=tinyscreen" / "heatmap.png").is_file()
+    # the plain run over the same candidates gives the same numbers
+    plain, plain_work = env["tmp"] / "results-plain", env["tmp"] / "runs-plain"
+    shutil.copytree(env["work"], plain_work)  # fresh shard outputs: predicted again
+    assert run_screen(_cfg(env, results=plain, work=plain_work)).summary["shards"]["run"] == env["shards"]
+    a = preds.set_index("sid")["e_ads_pred"].sort_index()
+    b = _predictions(plain).set_index("sid")["e_ads_pred"].sort_index()
+    assert (a - b).abs().max() < 1e-9
