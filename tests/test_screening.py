@@ -339,6 +339,7 @@ def test_killed_local_job_mid_shard_then_rerun_exactly_once(env, sig):
     assert len(preds) == env["n"] and preds["sid"].is_unique
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_create_no_duplicates(env):
     cmd = [str(Path(sys.executable).parent / "qecat"), "screen", "--catalog", str(env["catalog"]),
            "--checkpoint", str(env["models"][0]), "--results", str(env["results"]), "--work", str(env["workdir"]),
@@ -430,6 +431,7 @@ def test_plots_and_report(env, capsys):
     assert "tinyscreen" in out and "e_ads_pred" in out
 
 
+@pytest.mark.slow
 def test_prefect_flow_matches_plain_run(env):
     pytest.importorskip("prefect")
     from prefect.testing.utilities import prefect_test_harness
