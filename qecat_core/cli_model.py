@@ -16,7 +16,6 @@ from qecat_core.errors import InputError, QecatError
 train_app = typer.Typer(no_args_is_help=True, help="Train the QE-Catalytic model (resumable stages, recipes in "
                                                    "qecat_core/model/configs).")
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "qecat-emt-v1"
 
 
 def _fail(exc: Exception) -> None:
@@ -35,19 +34,10 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def default_checkpoint() -> Path:
-    """The shipped default model folder (``models/qecat-emt-v1``), or ``$QECAT_CHECKPOINT``."""
-    import os
-
-    return Path(os.environ.get("QECAT_CHECKPOINT") or DEFAULT_CHECKPOINT)
-
-
 def resolve_checkpoint(path: Optional[Path]) -> Path:
-    p = Path(path) if path else default_checkpoint()
-    if not (p / "config.json").is_file():
-        what = "--checkpoint" if path else "the default checkpoint"
-        raise InputError(f"{p}: {what} is not a qecat model folder (config.json missing)")
-    return p
+    from qecat_core.config import resolve_checkpoint as _resolve
+
+    return _resolve(path)
 
 
 def _overrides(epochs, lr, threads, max_minutes, init_from, lm, limit_train=None) -> dict:

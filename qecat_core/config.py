@@ -33,6 +33,27 @@ from qecat_core.errors import InputError
 #: ``$QECAT_CHECKPOINT`` if set, else this folder (relative to the current directory, then to the
 #: repository the package is installed from).
 DEFAULT_CHECKPOINT = Path("models/qecat-emt-v1")
+
+
+def resolve_checkpoint(checkpoint: str | Path | None = None) -> Path:
+    """``checkpoint``, else ``$QECAT_CHECKPOINT``, else the shipped :data:`DEFAULT_CHECKPOINT`
+    (relative to the current directory, then to the repository); a one-line error if it is not a model folder."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+    elif os.environ.get("QECAT_CHECKPOINT"):
+        path = Path(os.environ["QECAT_CHECKPOINT"])
+    else:
+        path = DEFAULT_CHECKPOINT
+        if not path.is_dir() and (REPO_ROOT / DEFAULT_CHECKPOINT).is_dir():
+            path = REPO_ROOT / DEFAULT_CHECKPOINT
+        if not path.is_dir():
+            raise InputError(f"checkpoint: the shipped default model {DEFAULT_CHECKPOINT}/ is missing; pass "
+                             f"--checkpoint DIR (a folder written by qecat_core.model.checkpoint.save_model)")
+    if not path.is_dir():
+        raise InputError(f"checkpoint: {path}: model folder not found")
+    if not (path / "config.json").is_file():
+        raise InputError(f"checkpoint: {path}: not a qecat model folder (config.json missing)")
+    return path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("fused", "graph", "text")
 EXECUTORS = ("local", "slurm", "inline")
@@ -95,22 +116,7 @@ class ScreenConfig(_Strict):
     # -- resolved values ------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
         """The model folder to use; a one-line error if it is missing or not a model folder."""
-        if self.checkpoint is not None:
-            path = self.checkpoint
-        elif os.environ.get("QECAT_CHECKPOINT"):
-            path = Path(os.environ["QECAT_CHECKPOINT"])
-        else:
-            path = DEFAULT_CHECKPOINT
-            if not path.is_dir() and (REPO_ROOT / DEFAULT_CHECKPOINT).is_dir():
-                path = REPO_ROOT / DEFAULT_CHECKPOINT
-            if not path.is_dir():
-                raise InputError(f"checkpoint: the shipped default model {DEFAULT_CHECKPOINT}/ is missing; pass "
-                                 f"--checkpoint DIR (a folder written by qecat_core.model.checkpoint.save_model)")
-        if not path.is_dir():
-            raise InputError(f"checkpoint: {path}: model folder not found")
-        if not (path / "config.json").is_file():
-            raise InputError(f"checkpoint: {path}: not a qecat model folder (config.json missing)")
-        return path
+        return resolve_checkpoint(self.checkpoint)
 
     def slurm_settings(self) -> SlurmSettings:
         if isinstance(self.slurm, SlurmSettings):
