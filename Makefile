@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup screen test clean-venv
+.PHONY: setup screen test clean-venv serve serve-stop
 
 setup: $(STAMP)
 
@@ -31,6 +31,14 @@ screen: setup
 
 test: setup
 	$(PY) -m pytest
+
+# A local, offline Prefect server + process worker with the deployments of prefect.yaml
+# (screen/bimetallics, nightly); state and logs in .prefect/. See docs/screening.md.
+serve: setup
+	$(PY) -m flows.serve start
+
+serve-stop:
+	@if test -x $(PY); then $(PY) -m flows.serve stop; else echo "serve: nothing to stop (no $(VENV))"; fi
 
 clean-venv:
 	rm -rf $(VENV)
