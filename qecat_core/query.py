@@ -8,7 +8,11 @@ Views (hive-partitioned paths become columns):
                    ``checkpoint_hash``, ``catalog_hash``, ``code_version``, ``run_id``, ``timestamp``;
                    partitions ``screen``, ``model``, ``run_date``
 ``ranking``        AdsorbML: per (screen, model_id, mode, system) the placement of lowest
-                   ``e_ads_pred``, over the current candidates; ``rank`` within each adsorbate
+                   ``e_ads_pred``, over the current candidates; ``rank`` within each adsorbate.
+                   Read from the newest ranking snapshot each run writes per (screen, model_id,
+                   mode), so it costs a scan of one small file, not a group-by over every
+                   prediction; computed from ``predictions`` when no snapshot exists yet.
+                   ``run_id``: the run that wrote the snapshot
 ``ranking_history``  the ranking snapshot each run wrote (``run_id`` column)
 ``runs``           one row per run (counts, status, failed shards, verification MAE)
 ``verification``   ``e_ads_pred``, ``e_ads_physics`` (labeller relaxation) and ``error`` of verified systems
@@ -70,6 +74,9 @@ _SOURCES = {
     "verification": "verification/*/*/part-*.parquet",
 }
 
+RANKING_COLUMNS = ("screen, model_id, mode, system_id, bulk, bulk_formula, prototype, metal_a, metal_b, miller, "
+                   "shift, top, adsorbate, site_type, sid, e_ads_pred, n_placements, rank")
+
 RANKING_SQL = """
 CREATE VIEW ranking AS
 WITH best AS (
@@ -83,7 +90,7 @@ WITH best AS (
   GROUP BY p.screen, p.model_id, p.mode, p.system_id
 )
 SELECT *, row_number() OVER (PARTITION BY screen, model_id, mode, adsorbate
-                             ORDER BY e_ads_pred, system_id) AS rank
+                             ORDER BY e_ads_pred, system_id) AS rank, NULL::VARCHAR AS run_id
 FROM best
 """
 
@@ -110,11 +117,53 @@ def connect(results: str | Path = "results"):
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_quote(str(root / pattern))}, {hive})")
         else:
             con.execute(f"CREATE VIEW {view} AS SELECT {_EMPTY[view]} WHERE false")
-    con.execute(RANKING_SQL)
+    latest = latest_rankings(root)
+    if latest:
+        files = "[" + ", ".join(_quote(str(f)) for f in latest) + "]"
+        con.execute(f"CREATE VIEW ranking AS SELECT {RANKING_COLUMNS}, run_id FROM read_parquet({files}, "
+                    "hive_partitioning = true, hive_types = {'screen': VARCHAR}, union_by_name = true)")
+    else:
+        con.execute(RANKING_SQL)
     con.execute(f"SET allowed_directories = [{_quote(str(root) + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def latest_rankings(results: str | Path) -> list[Path]:
+    """The newest ``rankings/screen=S/ranking-<run_id>.parquet`` of every (screen, model_id, mode).
+
+    Run ids sort by time. ``model_id`` and ``mode`` are constant within a file and are read from the
+    Parquet column statistics (footer only); files without them are read (two columns).
+    """
+    import pyarrow.parquet as pq
+
+    newest: dict[tuple[str, str, str], tuple[str, Path]] = {}
+    for f in Path(results).glob(_SOURCES["ranking_history"]):
+        try:
+            meta = pq.read_metadata(f)
+        except Exception as exc:  # a truncated file cannot be a snapshot (writes are atomic)
+            raise QecatError(f"{f}: not a readable Parquet ranking ({_first_line(exc)})") from None
+        if meta.num_rows == 0 or meta.num_row_groups == 0:
+            continue
+        names = meta.schema.names
+        if "model_id" not in names or "mode" not in names:
+            continue
+        key_vals = []
+        for col in ("model_id", "mode"):
+            st = meta.row_group(0).column(names.index(col)).statistics
+            if st is not None and st.has_min_max and st.min == st.max:
+                key_vals.append(st.min if isinstance(st.min, str) else st.min.decode())
+            else:
+                v = pq.read_table(f, columns=[col]).column(0).unique()
+                if len(v) != 1:
+                    raise QecatError(f"{f}: a ranking snapshot holds one {col}, found {len(v)}")
+                key_vals.append(str(v[0]))
+        key = (f.parent.name, *key_vals)
+        run_id = f.stem.removeprefix("ranking-")
+        if key not in newest or run_id > newest[key][0]:
+            newest[key] = (run_id, f)
+    return sorted(f for _, f in newest.values())
 
 
 def _check_read_only(sql: str) -> None:

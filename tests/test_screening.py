@@ -228,6 +228,18 @@ def test_new_adsorbate_predicts_only_new_sids_and_new_model_repredicts(env):
     preds = _predictions(env["results"])
     assert preds.groupby("model_id")["sid"].apply(lambda s: s.is_unique and len(s) == env["n_h"]).all()
     assert s3["movers"]["previous_run"] == s2["run_id"] and s3["movers"]["n_changed"] > 0
+    # the ranking view reads the newest snapshot per model and equals the ranking computed from predictions
+    from qecat_core.query import RANKING_SQL, connect
+
+    con = connect(env["results"])
+    cols = "model_id, system_id, sid, e_ads_pred, n_placements, rank"
+    fast = con.sql(f"SELECT {cols}, run_id FROM ranking ORDER BY model_id, system_id").df()
+    con.execute(RANKING_SQL.replace("CREATE VIEW ranking", "CREATE VIEW ranking_slow"))
+    slow = con.sql(f"SELECT {cols} FROM ranking_slow ORDER BY model_id, system_id").df()
+    con.close()
+    assert set(fast.groupby("model_id")["run_id"].unique().map(tuple)) == {(s2["run_id"],), (s3["run_id"],)}
+    assert len(fast) == len(slow) > 0
+    pd.testing.assert_frame_equal(fast[slow.columns].reset_index(drop=True), slow, check_dtype=False)
 
 
 def _enum_candidates(env, catalog):

@@ -33,3 +33,24 @@ def info_nce(z_graph: torch.Tensor, z_text: torch.Tensor, logit_scale: torch.Ten
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """The text-only prediction (student) pulled towards the detached fused prediction (teacher)."""
     return regression_loss(student, teacher.detach(), kind)
+
+
+def pair_loss(pred: torch.Tensor, target: torch.Tensor, groups, kind: str = "l1") -> torch.Tensor:
+    """Error of the energy *differences* between placements of the same system in the batch.
+
+    For every pair (i, j) with ``groups[i] == groups[j]`` (not None), the regression loss between
+    ``pred_i - pred_j`` and ``target_i - target_j``; what configuration discrimination (the order of
+    a system's placements) depends on. Zero (with a gradient path) when the batch has no such pair.
+
+    >>> p = torch.tensor([0.0, 1.0, 5.0]); y = torch.tensor([0.0, 0.5, 9.0])
+    >>> float(pair_loss(p, y, ["a", "a", "b"]))
+    0.5
+    """
+    keys = [g if g is not None else f"\0{i}" for i, g in enumerate(groups)]
+    ids = {k: n for n, k in enumerate(dict.fromkeys(keys))}
+    gid = torch.tensor([ids[k] for k in keys], device=pred.device)
+    same = (gid[:, None] == gid[None, :]).triu(diagonal=1)
+    if not bool(same.any()):
+        return pred.sum() * 0.0
+    i, j = same.nonzero(as_tuple=True)
+    return regression_loss(pred[i] - pred[j], target[i] - target[j], kind)

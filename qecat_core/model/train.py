@@ -79,6 +79,8 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "limit_val": None,
     "align": {"w_fused": 1.0, "w_text": 1.0, "w_graph": 0.5, "w_nce": 0.1, "w_distill": 1.0},
     "joint": {"p_text": 0.5, "w_graph": 0.0},
+    "w_pair": 0.0,  # weight of the within-system pairwise (energy difference) loss, see losses.pair_loss
+    "group_batches": False,  # batches of whole systems (all placements of a system together)
     "model": {},  # overrides of fusion.default_model_config(): {"graph": {...}, "lm": {...}, "fusion": {...}}
 }
 
@@ -185,22 +187,30 @@ def _lr_lambda(cfg: dict, total_steps: int):
 
 
 def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss of one batch and its parts (floats), for ``stage``."""
-    from qecat_core.model.losses import distillation_loss, info_nce, regression_loss
+    """Total loss of one batch and its parts (floats), for ``stage``.
+
+    With ``cfg['w_pair']`` > 0 the stage's main prediction (graph / text / fused, or the joint stage's
+    mode of this batch) also gets :func:`~qecat_core.model.losses.pair_loss` over placements of the
+    same system (use with ``group_batches`` so that batches hold whole systems).
+    """
+    from qecat_core.model.losses import distillation_loss, info_nce, pair_loss, regression_loss
 
     y = model.normalizer.normalize(batch.targets, batch.adsorbates)
     kind = cfg["loss"]
     parts: dict[str, torch.Tensor] = {}
     if stage == "graph":
-        parts["graph"] = regression_loss(model(batch, "graph").pred, y, kind)
+        main = model(batch, "graph").pred
+        parts["graph"] = regression_loss(main, y, kind)
         total = parts["graph"]
     elif stage == "text":
-        parts["text"] = regression_loss(model(batch, "text").pred, y, kind)
+        main = model(batch, "text").pred
+        parts["text"] = regression_loss(main, y, kind)
         total = parts["text"]
     elif stage == "align":
         w = cfg["align"]
         f = model(batch, "fused")
         t = model(batch, "text")
+        main = f.pred
         g_pred = model.graph_head(f.graph_emb).squeeze(-1)
         parts["fused"] = regression_loss(f.pred, y, kind)
         parts["text"] = regression_loss(t.pred, y, kind)
@@ -214,6 +224,7 @@ def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple
         w = cfg["joint"]
         mode = "text" if rng.random() < w["p_text"] else "fused"
         out = model(batch, mode)
+        main = out.pred
         parts[mode] = regression_loss(out.pred, y, kind)
         total = parts[mode]
         if mode == "fused" and w["w_graph"]:
@@ -221,7 +232,42 @@ def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple
             total = total + w["w_graph"] * parts["graph"]
     else:
         raise QecatError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+    if cfg["w_pair"]:
+        parts["pair"] = pair_loss(main, y, batch.system_ids, kind)
+        total = total + float(cfg["w_pair"]) * parts["pair"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def system_batches(system_ids: Sequence[str | None], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of dataset indices that keep the placements of a system together.
+
+    Systems are shuffled (seeded by ``generator``) and packed whole into batches of at most
+    ``batch_size`` rows; a system larger than ``batch_size`` is split. Rows without a system id are
+    systems of one.
+
+    >>> b = system_batches(["a", "b", "a", None, "b"], 2, torch.Generator().manual_seed(0))
+    >>> sorted(sorted(x) for x in b)
+    [[0, 2], [1, 4], [3]]
+    """
+    groups: dict[str, list[int]] = {}
+    for i, g in enumerate(system_ids):
+        groups.setdefault(g if g is not None else f"\0{i}", []).append(i)
+    members = list(groups.values())
+    order = torch.randperm(len(members), generator=generator).tolist()
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for k in order:
+        rows = members[k]
+        if cur and len(cur) + len(rows) > batch_size:
+            batches.append(cur)
+            cur = []
+        while len(rows) > batch_size:
+            batches.append(rows[:batch_size])
+            rows = rows[batch_size:]
+        cur = cur + rows
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +372,9 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         model, tok = _build_new_model(train_ds, cfg, train_path)
     model.train()
 
-    steps_per_epoch = math.ceil(len(train_ds) / cfg["batch_size"])
+    steps_per_epoch = (len(system_batches([e.system_id for e in train_ds.examples], cfg["batch_size"],
+                                          torch.Generator().manual_seed(0)))
+                       if cfg["group_batches"] else math.ceil(len(train_ds) / cfg["batch_size"]))
     total_steps = steps_per_epoch * int(cfg["epochs"])
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total_steps))
@@ -344,8 +392,12 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
     for epoch in range(state["epoch"] + 1, int(cfg["epochs"])):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(int(cfg["seed"]) * 100003 + epoch)
-        loader = DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True, generator=g, collate_fn=collate,
-                            drop_last=len(train_ds) > cfg["batch_size"])
+        if cfg["group_batches"]:
+            loader = DataLoader(train_ds, batch_sampler=system_batches([e.system_id for e in train_ds.examples],
+                                                                       cfg["batch_size"], g), collate_fn=collate)
+        else:
+            loader = DataLoader(train_ds, batch_size=cfg["batch_size"], shuffle=True, generator=g,
+                                collate_fn=collate, drop_last=len(train_ds) > cfg["batch_size"])
         rng = random.Random(int(cfg["seed"]) * 7919 + epoch)
         model.train()
         sums: dict[str, float] = {}
