@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 import qecat_core  # noqa: F401  (sets thread env vars before numpy is imported)
+from qecat_core.cli_common import fail, quiet_warnings
 from qecat_core.errors import QecatError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,18 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 dataset_app = typer.Typer(no_args_is_help=True, help="Training datasets (EMT-labelled, OC20-like splits).")
 app.add_typer(dataset_app, name="dataset")
 
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
-
-
-def _quiet_warnings() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger("warp").setLevel(logging.ERROR)
 
 
 @app.command("enumerate")
@@ -49,7 +38,7 @@ def enumerate_cmd(
         cat = load_catalog(catalog)
         m = enumerate_catalog(cat, out, shard_size=shard_size, workers=workers, force=force)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"{m['n_candidates']} candidates ({m['n_systems']} systems, {m['n_bulks']} bulks) "
                f"in {len(m['shards'])} shards -> {out}/  [catalog {m['catalog_hash']}]")
 
@@ -62,7 +51,7 @@ def validate_cmd(catalog: Annotated[Path, typer.Argument(help="catalog YAML")]) 
     try:
         cat = load_catalog(catalog)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"{catalog}: ok — {len(cat.bulk_specs())} bulks, {len(cat.facets)} facets, "
                f"{len(cat.adsorbates)} adsorbates [hash {cat.content_hash()}]")
 
@@ -86,13 +75,13 @@ def label_cmd(
     workers: Annotated[Optional[int], typer.Option(min=1, help="processes (default: all cores)")] = None,
 ) -> None:
     """Relax structures and their clean slabs; write OC20-referenced adsorption energies (eV)."""
-    _quiet_warnings()
+    quiet_warnings()
     from qecat_core.label import label
 
     try:
         df = label(input, out, calculator=calculator, fmax=fmax, steps=steps, workers=workers)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"{len(df)} labelled -> {out}")
 
 
@@ -104,13 +93,13 @@ def dataset_build_cmd(
     workers: Annotated[Optional[int], typer.Option(min=1)] = None,
 ) -> None:
     """Enumerate the catalog, label a sample with EMT, and split it like OC20."""
-    _quiet_warnings()
+    quiet_warnings()
     from qecat_core.dataset import build_dataset
 
     try:
         summary = build_dataset(catalog, out, max_systems=max_systems, workers=workers)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(summary)
 
 
@@ -140,7 +129,7 @@ def screen_cmd(
 
     Exit status 0 when every shard succeeded, 1 when some failed (listed), 2 for bad input.
     """
-    _quiet_warnings()
+    quiet_warnings()
     from qecat_core.config import load_screen_config
 
     overrides = dict(catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor, slurm=slurm,
@@ -156,7 +145,7 @@ def screen_cmd(
 
         result = run_screen(cfg, progress=True)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     _show(result.summary, result.ranking, result.verification, top, plots)
     raise typer.Exit(0 if result.ok else 1)
 
@@ -222,7 +211,7 @@ def query_cmd(
             return
         df = query(sql, results)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     if format == "csv":
         if output:
             output.parent.mkdir(parents=True, exist_ok=True)

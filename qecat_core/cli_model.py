@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from qecat_core.cli_common import fail, quiet_warnings
 from qecat_core.errors import InputError, QecatError
 
 train_app = typer.Typer(no_args_is_help=True, help="Train the QE-Catalytic model (resumable stages, recipes in "
@@ -18,17 +19,10 @@ train_app = typer.Typer(no_args_is_help=True, help="Train the QE-Catalytic model
 
 
 
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
-
-
 def _quiet() -> None:
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    logging.getLogger("warp").setLevel(logging.ERROR)
+    quiet_warnings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for name in ("httpx", "fairchem", "transformers", "torch"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -84,7 +78,7 @@ def train_pipeline_cmd(
         rec = load_recipe(config)
         s = run_recipe(rec, out, train, val, _overrides(epochs, lr, threads, max_minutes, init_from, lm))
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     for st, r in s["stages"].items():
         typer.echo(f"{st}: best val {r['monitor']} MAE {r['best_mae']:.4f} eV at epoch {r['best_epoch']} "
                    f"({r['epochs_done']} epochs{', done' if r['done'] else ', unfinished: rerun to continue'})")
@@ -122,7 +116,7 @@ def _stage_cmd(stage: str):
                 raise InputError("give --train and --val (or --data PARQUET for the text stage)")
             r = train_stage(stage, tr, va, out, stage_config(rec, stage, ov))
         except QecatError as exc:
-            _fail(exc)
+            fail(exc)
         typer.echo(f"{stage}: best val {r['monitor']} MAE {r['best_mae']:.4f} eV at epoch {r['best_epoch']} "
                    f"({r['epochs_done']} epochs{', done' if r['done'] else ', unfinished: rerun to continue'}) -> {out}")
 
@@ -165,7 +159,7 @@ def evaluate_cmd(
         res = evaluation_table(resolve_checkpoint(checkpoint), data_dir, out, baseline=baseline,
                                splits=[s.strip() for s in splits.split(",") if s.strip()], limit=limit)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(markdown_table(res))
     typer.echo(f"-> {out}/metrics.json, {out}/table.md, {out}/parity_*.png")
 
@@ -190,7 +184,7 @@ def predict_cmd(
             raise InputError(f"{input}: no structures")
         write_parquet_atomic(df, out)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"{len(df)} predictions ({mode}, model {df['model_id'].iloc[0]}) -> {out}")
 
 
@@ -215,7 +209,7 @@ def predict_text_cmd(
                            batch_size=batch_size, progress=True, num_threads=threads)
         write_parquet_atomic(df, out)
     except QecatError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"{len(df)} predictions (text, model {df['model_id'].iloc[0]}) -> {out}")
 
 

@@ -67,3 +67,31 @@ def make_base(root: Path) -> dict:
         models.append(root / f"model-{seed}")
     return {"root": root, "catalog": cat, "catalog_h": cat_h, "work": work, "models": models,
             "n": enum.n_candidates, "n_h": enum_h.n_candidates, "shards": enum.n_shards}
+
+
+def make_env(base: dict, tmp_path: Path) -> dict:
+    """Fresh results and work folders for one test (the enumerations copied in, not redone)."""
+    import shutil
+
+    work = tmp_path / "runs"
+    shutil.copytree(base["work"], work)
+    return {**base, "results": tmp_path / "results", "workdir": work, "tmp": tmp_path}
+
+
+def screen_config(env: dict, executor: str = "inline", **kw):
+    """The screen config of ``env``'s catalog and first model; ``kw`` overrides (``load_screen_config``)."""
+    from qecat_core.config import load_screen_config
+
+    args = dict(catalog=env["catalog"], checkpoint=env["models"][0], results=env["results"], work=env["workdir"],
+                shard_size=SHARD_SIZE, workers=1, executor=executor, batch_size=4)
+    args.update(kw)
+    return load_screen_config(None, **args)
+
+
+def read_predictions(results: Path):
+    """Every prediction row under ``results`` (empty frame with sid/model_id when none)."""
+    import pandas as pd
+
+    files = sorted(Path(results).glob("predictions/*/*/*/part-*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame(
+        columns=["sid", "model_id"])

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from qecat_core.cli import app
 from qecat_core.config import load_screen_config
 from qecat_core.errors import InputError
-from tests.screening_fixtures import SHARD_SIZE, make_base
+from tests.screening_fixtures import SHARD_SIZE, make_base, make_env, read_predictions, screen_config
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -39,23 +39,11 @@ def base(tmp_path_factory):
 
 @pytest.fixture
 def env(base, tmp_path):
-    """Fresh results and work folders (the enumerations copied in, not redone)."""
-    work = tmp_path / "runs"
-    shutil.copytree(base["work"], work)
-    return {**base, "results": tmp_path / "results", "workdir": work, "tmp": tmp_path}
+    return make_env(base, tmp_path)
 
 
-def _cfg(env, **kw):
-    args = dict(catalog=env["catalog"], checkpoint=env["models"][0], results=env["results"], work=env["workdir"],
-                shard_size=SHARD_SIZE, workers=1, executor="inline", batch_size=4)
-    args.update(kw)
-    return load_screen_config(None, **args)
-
-
-def _predictions(results: Path) -> pd.DataFrame:
-    files = sorted(results.glob("predictions/*/*/*/part-*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame(
-        columns=["sid", "model_id"])
+_cfg = screen_config
+_predictions = read_predictions
 
 
 def _visible_parts(results: Path) -> list[Path]:

@@ -16,11 +16,9 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from qecat_core.config import load_screen_config
-from tests.screening_fixtures import SHARD_SIZE, make_base
+from tests.screening_fixtures import make_base, make_env, read_predictions, screen_config
 
 pytestmark = pytest.mark.integration_slurm
 
@@ -35,21 +33,14 @@ def base(tmp_path_factory):
 
 @pytest.fixture
 def env(base, tmp_path):
-    work = tmp_path / "runs"
-    shutil.copytree(base["work"], work)
-    return {**base, "results": tmp_path / "results", "workdir": work, "tmp": tmp_path}
+    return make_env(base, tmp_path)
 
 
 def _cfg(env, **kw):
-    args = dict(catalog=env["catalog"], checkpoint=env["models"][0], results=env["results"], work=env["workdir"],
-                shard_size=SHARD_SIZE, workers=1, executor="slurm", slurm=LOCAL_CLUSTER_YAML, batch_size=4)
-    args.update(kw)
-    return load_screen_config(None, **args)
+    return screen_config(env, **{"executor": "slurm", "slurm": LOCAL_CLUSTER_YAML, **kw})
 
 
-def _predictions(results: Path) -> pd.DataFrame:
-    files = sorted(results.glob("predictions/*/*/*/part-*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+_predictions = read_predictions
 
 
 def _sacct(name: str) -> list[tuple[str, str]]:
