@@ -388,6 +388,30 @@ def test_info_nce_lower_for_matched_pairs():
     assert matched < math.log(32) < shuffled + 1.0
 
 
+def test_pair_loss_and_system_batches():
+    from qecat_core.model.losses import pair_loss
+    from qecat_core.model.train import system_batches
+
+    y = torch.tensor([0.0, 0.5, 9.0, 1.0])
+    # a constant shift within a system costs nothing; a swapped order does
+    assert float(pair_loss(y + torch.tensor([0.3, 0.3, -2.0, 0.0]), y, ["a", "a", "b", None])) == 0.0
+    swapped = torch.tensor([0.5, 0.0, 9.0, 1.0])
+    assert float(pair_loss(swapped, y, ["a", "a", "b", None])) == pytest.approx(1.0)
+    p = torch.zeros(4, requires_grad=True)
+    loss = pair_loss(p, y, ["a", "b", "c", None])  # no pair: zero, still differentiable
+    loss.backward()
+    assert float(loss) == 0.0 and p.grad is not None
+    ids = ["s%d" % (i // 3) for i in range(30)] + [None, None]  # 10 systems of 3, two loners
+    batches = system_batches(ids, 8, torch.Generator().manual_seed(1))
+    assert sorted(i for b in batches for i in b) == list(range(32)) and max(map(len, batches)) <= 8
+    for b in batches:  # systems are never split when they fit
+        for s_ in {ids[i] for i in b if ids[i]}:
+            assert sum(ids[i] == s_ for i in b) == 3
+    assert batches != system_batches(ids, 8, torch.Generator().manual_seed(2))  # shuffled by the seed
+    big = system_batches(["x"] * 20, 8, torch.Generator().manual_seed(0))
+    assert sorted(map(len, big)) == [4, 8, 8]
+
+
 def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
     from qecat_core.model.checkpoint import load_model
     from qecat_core.model.evaluate import evaluate
@@ -411,8 +435,10 @@ def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
     alog = [json.loads(line) for line in (tmp_path / "align" / "train_log.jsonl").read_text().splitlines()]
     assert {"nce", "distill", "fused", "text", "graph"} <= set(alog[0]["train"])
     rj = train_stage("joint", train, val, tmp_path / "joint",
-                     {**cfg, "epochs": 1, "init_from": str(tmp_path / "align")})
+                     {**cfg, "epochs": 1, "init_from": str(tmp_path / "align"), "w_pair": 1.0, "group_batches": True})
     assert rj["epochs_done"] == 1
+    jlog = json.loads((tmp_path / "joint" / "train_log.jsonl").read_text().splitlines()[0])
+    assert jlog["train"]["pair"] > 0
     m, tok = load_model(tmp_path / "joint")
     metrics, preds = evaluate(m, StructureDataset(val), tok, plot_dir=tmp_path / "plots")
     assert set(metrics) == {"fused", "graph", "text"} and (tmp_path / "plots" / "parity_fused.png").stat().st_size > 0
