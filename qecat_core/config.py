@@ -74,11 +74,22 @@ class SlurmSettings(_Strict):
     array_parallelism: int = Field(256, ge=1)  # array tasks running at once (sbatch --array=...%N)
     max_array_size: int = Field(1001, ge=1)  # the cluster's MaxArraySize: larger arrays are split
     max_num_timeout: int = Field(3, ge=0)  # requeues of a timed-out / preempted job
+    # seconds before the time limit at which SLURM sends the job USR2 (checkpoint + requeue); SLURM
+    # delivers it with up to 60 s delay, so keep at least 60 s between it and the limit
+    signal_delay_s: int = Field(90, ge=10)
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
     additional_parameters: dict[str, Any] = Field(default_factory=dict)  # extra #SBATCH --key=value
     setup: list[str] = Field(default_factory=list)  # shell lines run before the job (module load, ...)
+
+    @model_validator(mode="after")
+    def _signal_before_limit(self):
+        if self.signal_delay_s + 60 > self.timeout_min * 60:
+            raise ValueError(f"timeout_min={self.timeout_min} leaves no time for the requeue signal "
+                             f"(signal_delay_s={self.signal_delay_s} + up to 60 s of SLURM delay); "
+                             f"use timeout_min >= {-(-(self.signal_delay_s + 60) // 60)} or a smaller signal_delay_s")
+        return self
 
 
 class ScreenConfig(_Strict):

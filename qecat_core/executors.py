@@ -374,6 +374,7 @@ def slurm_parameters(s: SlurmSettings, name: str = "qecat-screen") -> dict[str, 
         "tasks_per_node": 1,
         "nodes": 1,
         "slurm_array_parallelism": int(s.array_parallelism),
+        "slurm_signal_delay_s": int(s.signal_delay_s),
     }
     if s.gpus_per_node:  # a cluster without GPU GRES rejects --gpus-per-node even when 0
         params["gpus_per_node"] = int(s.gpus_per_node)

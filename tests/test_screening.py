@@ -116,11 +116,16 @@ def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
     ex.update_parameters(**params)
     text = ex._executor._make_submission_file_text("python -m x", "uid")
     for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB", "--time=240",
+                 "--signal=USR2@90",
                  "--account=proj", "--qos=normal", "--constraint=a100", "--requeue", "--job-name=qecat-x"):
         assert line in text, line
     assert "module load cuda" in text
     # no GPUs: no --gpus-per-node at all (a cluster without GPU GRES rejects it)
     assert "gpus_per_node" not in slurm_parameters(SlurmSettings())
+    # a limit too short for the requeue signal is refused, naming both fields
+    with pytest.raises(ValueError, match="timeout_min=2 .*signal_delay_s=90"):
+        SlurmSettings(timeout_min=2)
+    assert slurm_parameters(SlurmSettings(timeout_min=2, signal_delay_s=30))["slurm_signal_delay_s"] == 30
 
 
 def test_slurm_arrays_are_chunked_under_max_array_size():
