@@ -94,9 +94,13 @@ def content_key(sids: Sequence[str]) -> str:
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """Sortable and unique: ``YYYYmmddTHHMMSSZ-<6 hex>``."""
+    """Unique, and sorts by start time (to the microsecond): ``YYYYmmddTHHMMSS.ffffffZ-<6 hex>``.
+
+    >>> new_run_id(datetime(2026, 11, 26, 2, 0, 5, 42, tzinfo=timezone.utc))[:23]
+    '20261126T020005.000042Z'
+    """
     now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    return f"{now:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
 
 
 _CODE_VERSION: str | None = None

@@ -128,6 +128,16 @@ def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
     assert slurm_parameters(SlurmSettings(timeout_min=2, signal_delay_s=30))["slurm_signal_delay_s"] == 30
 
 
+def test_run_ids_sort_by_start_time_within_a_second():
+    from datetime import datetime, timedelta, timezone
+
+    from qecat_core.screening import new_run_id
+
+    t0 = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
+    ids = [new_run_id(t0 + timedelta(microseconds=i)) for i in range(200)]  # random suffixes
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
 def test_slurm_arrays_are_chunked_under_max_array_size():
     from contextlib import contextmanager
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.screening_fixtures import make_base, make_env, read_predictions, screen_config
+from tests.screening_fixtures import SHARD_SIZE, make_base, make_env, read_predictions, screen_config
 
 pytestmark = pytest.mark.integration_slurm
 
