@@ -400,7 +400,7 @@ def test_pair_loss_and_system_batches():
     p = torch.zeros(4, requires_grad=True)
     loss = pair_loss(p, y, ["a", "b", "c", None])  # no pair: zero, still differentiable
     loss.backward()
-    assert float(loss) == 0.0 and p.grad is not None
+    assert float(loss.detach()) == 0.0 and p.grad is not None
     ids = ["s%d" % (i // 3) for i in range(30)] + [None, None]  # 10 systems of 3, two loners
     batches = system_batches(ids, 8, torch.Generator().manual_seed(1))
     assert sorted(i for b in batches for i in b) == list(range(32)) and max(map(len, batches)) <= 8
