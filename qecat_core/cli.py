@@ -21,7 +21,6 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Training datasets (EMT-lab
 app.add_typer(dataset_app, name="dataset")
 
 
-
 @app.command("enumerate")
 def enumerate_cmd(
     catalog: Annotated[Path, typer.Argument(help="catalog YAML, e.g. catalogs/bimetallics.yaml")],

@@ -18,7 +18,6 @@ train_app = typer.Typer(no_args_is_help=True, help="Train the QE-Catalytic model
                                                    "qecat_core/model/configs).")
 
 
-
 def _quiet() -> None:
     import logging
 
