@@ -133,10 +133,15 @@ def connect(results: str | Path = "results"):
 def latest_rankings(results: str | Path) -> list[Path]:
     """The newest ``rankings/screen=S/ranking-<run_id>.parquet`` of every (screen, model_id, mode).
 
-    Run ids sort by time. ``model_id`` and ``mode`` are constant within a file and are read from the
-    Parquet column statistics (footer only); files without them are read (two columns).
+    Run ids sort by time. ``model_id`` and ``mode`` come from the file's schema metadata (footer
+    only; an empty snapshot counts too). Snapshots written before that metadata existed give them
+    through their column statistics or, failing that, the two columns; empty ones are skipped.
     """
+    import json
+
     import pyarrow.parquet as pq
+
+    from qecat_core.ranking import RANKING_KEY
 
     newest: dict[tuple[str, str, str], tuple[str, Path]] = {}
     for f in Path(results).glob(_SOURCES["ranking_history"]):
@@ -144,13 +149,15 @@ def latest_rankings(results: str | Path) -> list[Path]:
             meta = pq.read_metadata(f)
         except Exception as exc:  # a truncated file cannot be a snapshot (writes are atomic)
             raise QecatError(f"{f}: not a readable Parquet ranking ({_first_line(exc)})") from None
-        if meta.num_rows == 0 or meta.num_row_groups == 0:
-            continue
+        tagged = (meta.metadata or {}).get(RANKING_KEY)
         names = meta.schema.names
-        if "model_id" not in names or "mode" not in names:
-            continue
         key_vals = []
-        for col in ("model_id", "mode"):
+        if tagged:
+            info = json.loads(tagged)
+            key_vals = [str(info["model_id"]), str(info["mode"])]
+        elif meta.num_rows == 0 or meta.num_row_groups == 0 or "model_id" not in names or "mode" not in names:
+            continue
+        for col in ("model_id", "mode")[len(key_vals):]:
             st = meta.row_group(0).column(names.index(col)).statistics
             if st is not None and st.has_min_max and st.min == st.max:
                 key_vals.append(st.min if isinstance(st.min, str) else st.min.decode())

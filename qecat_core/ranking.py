@@ -16,6 +16,9 @@ from __future__ import annotations
 import pandas as pd
 
 SYSTEM_KEYS = ["system_id", "bulk", "miller", "adsorbate"]
+# Parquet schema-metadata key of a screen's ranking snapshot (``rankings/screen=S/ranking-<run>.parquet``):
+# JSON ``{"model_id", "mode"}``, so that readers find the newest snapshot per model from the footer
+RANKING_KEY = b"qecat_ranking"
 
 
 def rank_systems(df: pd.DataFrame, energy: str) -> pd.DataFrame:

@@ -245,6 +245,38 @@ def test_new_adsorbate_predicts_only_new_sids_and_new_model_repredicts(env):
     pd.testing.assert_frame_equal(fast[slow.columns].reset_index(drop=True), slow, check_dtype=False)
 
 
+def test_latest_rankings_newest_snapshot_per_model_even_if_empty(tmp_path):
+    import pyarrow as pa
+
+    from qecat_core.query import latest_rankings, query
+    from qecat_core.ranking import RANKING_KEY
+    from qecat_core.screening import RANK_COLUMNS
+
+    d = tmp_path / "rankings" / "screen=s"
+    d.mkdir(parents=True)
+
+    def snap(run, model, rows, tagged=True):
+        cols = {c: pa.array([f"{c}{i}" for i in range(rows)], pa.string()) for c in RANK_COLUMNS}
+        cols.update({"e_ads_pred": pa.array([-1.0 * i for i in range(rows)], pa.float64()),
+                     "shift": pa.array([0.0] * rows, pa.float64()), "top": pa.array([True] * rows),
+                     "n_placements": pa.array([2] * rows, pa.int64()), "rank": pa.array(range(1, rows + 1), pa.int64()),
+                     "model_id": pa.array([model] * rows, pa.string()), "mode": pa.array(["fused"] * rows, pa.string()),
+                     "run_id": pa.array([run] * rows, pa.string())})
+        t = pa.table(cols)
+        if tagged:
+            t = t.replace_schema_metadata({RANKING_KEY: json.dumps({"model_id": model, "mode": "fused"}).encode()})
+        pq.write_table(t, d / f"ranking-{run}.parquet")
+        return d / f"ranking-{run}.parquet"
+
+    snap("20260101T000000.000001Z-aa", "m0", 3)
+    newest_m0 = snap("20260102T000000.000001Z-00", "m0", 0)  # every candidate gone: an empty ranking
+    snap("20260101T000000Z-ff", "m1", 2, tagged=False)  # a snapshot from before the metadata
+    newest_m1 = snap("20260103T000000.000001Z-bb", "m1", 4, tagged=False)
+    assert latest_rankings(tmp_path) == sorted([newest_m0, newest_m1])
+    got = query("SELECT model_id, count(*) AS n FROM ranking GROUP BY 1", tmp_path)
+    assert dict(zip(got["model_id"], got["n"])) == {"m1": 4}
+
+
 def _enum_candidates(env, catalog):
     from qecat_core.screening import enumerate_candidates
 
