@@ -25,8 +25,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from qecat_core.errors import InputError
 
 FORMAT = "qecat-model/1"
@@ -34,7 +32,10 @@ CONFIG, WEIGHTS, WEIGHTS_PT, TOKENIZER_DIR = "config.json", "model.safetensors",
 METRICS, TRAIN_LOG = "metrics.json", "train_log.jsonl"
 
 
-def weights_hash(model: torch.nn.Module) -> str:
+def weights_hash(model) -> str:
+    """sha256 (16 hex) over the state dict of a torch module: names, dtypes, shapes and bytes."""
+    import torch
+
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
@@ -158,6 +159,8 @@ def _load_weights(model, d: Path) -> None:
         except Exception as exc:
             raise InputError(f"{st}: corrupt or incompatible weights ({type(exc).__name__})") from None
     elif pt.is_file():
+        import torch
+
         try:
             sd = torch.load(str(pt), map_location="cpu", weights_only=True)
             result = model.load_state_dict(sd, strict=False)
