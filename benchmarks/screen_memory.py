@@ -1,12 +1,16 @@
 """Peak memory of a screening run at two sizes (the pipeline streams: no step holds all structures).
 
     python benchmarks/screen_memory.py --sizes 10000 100000 --workers 2 [--checkpoint DIR]
+    python benchmarks/screen_memory.py --sizes 10000 100000 --phases rerun   # after a full run
 
 For each size, two fresh processes (so each peak is its own): ``enumerate`` (catalog -> shards;
 the pool workers are children) and ``screen`` (``run_screen`` with the local executor; the jobs are
 children). Each reports ``ru_maxrss`` of itself (``driver_mb``) and of its largest child
 (``children_mb``). Flat driver memory from 10k to 100k candidates means only per-candidate
-metadata (~1 kB/candidate in pandas) grows, never structures. Prints one JSON object.
+metadata (~1 kB/candidate in pandas) grows, never structures. ``rerun`` (not in the default
+phases) screens again with the results folder removed but the per-shard outputs kept: every shard
+comes from cache, so it measures the driver alone (plan, collect, rank) in about a minute.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def _phase(phase: str, n: int, args) -> dict:
         import shutil
 
         shutil.rmtree(args.out / f"results-{n}", ignore_errors=True)
-        shutil.rmtree(args.out / "work" / name / "predictions", ignore_errors=True)
+        if phase == "screen":
+            shutil.rmtree(args.out / "work" / name / "predictions", ignore_errors=True)
         s = run_screen(cfg).summary
         assert s["status"] == "ok", s["failed"]
         info = {"new": s["new"], "jobs": s["shards"]["jobs"]}
@@ -64,14 +69,15 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--checkpoint", default=default_checkpoint())
     p.add_argument("--out", type=Path, default=Path("/tmp/qecat-bench-memory"))
-    p.add_argument("--phase", choices=["enumerate", "screen"], help=argparse.SUPPRESS)
+    p.add_argument("--phases", nargs="+", choices=["enumerate", "screen", "rerun"], default=["enumerate", "screen"])
+    p.add_argument("--phase", choices=["enumerate", "screen", "rerun"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.phase:  # child process: one phase, one size
         print(json.dumps(_phase(args.phase, args.sizes[0], args)))
         return
     rows = []
     for n in args.sizes:
-        for phase in ("enumerate", "screen"):
+        for phase in args.phases:
             cmd = [sys.executable, __file__, "--phase", phase, "--sizes", str(n), "--workers", str(args.workers),
                    "--shard-size", str(args.shard_size), "--checkpoint", args.checkpoint, "--out", str(args.out)]
             out = subprocess.run(cmd, capture_output=True, text=True)
