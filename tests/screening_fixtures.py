@@ -95,3 +95,37 @@ def read_predictions(results: Path):
     files = sorted(Path(results).glob("predictions/*/*/*/part-*.parquet"))
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame(
         columns=["sid", "model_id"])
+
+
+def screen_and_stop_a_job(cfg, workdir: Path, key: str, stop, poll: float = 0.01, timeout: float = 600):
+    """Run ``run_screen(cfg)`` in a thread; as soon as a job holds a shard lock whose JSON has ``key``
+    (``pid`` for local jobs, ``job`` for SLURM ones), call ``stop(info[key])`` once.
+
+    Returns ``(result, stopped)``: the run's ``ScreenResult`` and the value stopped (None when every
+    shard finished first).
+    """
+    import json
+    import threading
+    import time
+
+    from qecat_core.screening import run_screen
+
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))
+    t.start()
+    stopped = None
+    deadline = time.time() + timeout
+    locks = Path(workdir) / "tinyscreen" / "predictions"
+    while t.is_alive() and time.time() < deadline and stopped is None:
+        for lock in locks.rglob(".*.lock"):
+            try:
+                info = json.loads(lock.read_text() or "null")
+            except (OSError, json.JSONDecodeError):
+                continue
+            if info and info.get(key):
+                stop(info[key])
+                stopped = info[key]
+                break
+        time.sleep(poll)
+    t.join(timeout=timeout + 300)
+    return box["r"], stopped

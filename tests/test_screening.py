@@ -14,8 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +24,8 @@ from typer.testing import CliRunner
 from qecat_core.cli import app
 from qecat_core.config import load_screen_config
 from qecat_core.errors import InputError
-from tests.screening_fixtures import SHARD_SIZE, make_base, make_env, read_predictions, screen_config
+from tests.screening_fixtures import (SHARD_SIZE, make_base, make_env, read_predictions, screen_and_stop_a_job,
+                                      screen_config)
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -353,26 +352,10 @@ def test_killed_local_job_mid_shard_then_rerun_exactly_once(env, sig):
     from qecat_core.screening import run_screen
 
     cfg = _cfg(env, executor="local", batch_size=1, shard_size=SHARD_SIZE)
-    box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))
-    t.start()
-    killed = None
-    deadline = time.time() + 600
-    locks_root = Path(env["workdir"]) / "tinyscreen" / "predictions"
-    while t.is_alive() and time.time() < deadline and killed is None:
-        for lock in locks_root.rglob(".*.lock"):
-            try:
-                info = json.loads(lock.read_text() or "null")
-            except (OSError, json.JSONDecodeError):
-                continue
-            if info and info.get("pid"):
-                os.kill(info["pid"], sig)  # the job process, while it holds a shard
-                killed = lock
-                break
-        time.sleep(0.002)
-    t.join(timeout=600)
+    # the job process, while it holds a shard
+    result, killed = screen_and_stop_a_job(cfg, env["workdir"], "pid", lambda pid: os.kill(pid, sig), poll=0.002)
     assert killed is not None, "the job finished before it could be killed"
-    s1 = box["r"].summary
+    s1 = result.summary
     assert s1["status"] == "failed" and s1["failed"], s1
     if sig == signal.SIGKILL:  # the job died: its unfinished shards fail
         assert all("ended without a result" in f["error"] for f in s1["failed"]), s1["failed"]

@@ -8,17 +8,15 @@ Skipped unless the cluster is up or ``QECAT_SLURM=1`` (see tests/integration/con
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.screening_fixtures import SHARD_SIZE, make_base, make_env, read_predictions, screen_config
+from tests.screening_fixtures import (SHARD_SIZE, make_base, make_env, read_predictions, screen_and_stop_a_job,
+                                      screen_config)
 
 pytestmark = pytest.mark.integration_slurm
 
@@ -87,26 +85,10 @@ def test_scancel_mid_shard_then_rerun_exactly_once(slurm_cluster, env):
 
     # all shards in one job, one structure per batch: the job is surely mid-shard when SIGTERM arrives
     cfg = _cfg(env, batch_size=1, shards_per_job=100, catalog=env["catalog_h"])
-    box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))
-    t.start()
-    cancelled = None
-    deadline = time.time() + 600
-    locks = Path(env["workdir"]) / "tinyscreen" / "predictions"
-    while t.is_alive() and time.time() < deadline and cancelled is None:
-        for lock in locks.rglob(".*.lock"):
-            try:
-                info = json.loads(lock.read_text() or "null")
-            except (OSError, json.JSONDecodeError):
-                continue
-            if info and info.get("job"):
-                subprocess.run(["scancel", str(info["job"])], check=True, timeout=60)
-                cancelled = info["job"]
-                break
-        time.sleep(0.01)
-    t.join(timeout=900)
+    result, cancelled = screen_and_stop_a_job(
+        cfg, env["workdir"], "job", lambda job: subprocess.run(["scancel", str(job)], check=True, timeout=60))
     assert cancelled is not None, "every shard finished before one could be cancelled"
-    s1 = box["r"].summary
+    s1 = result.summary
     assert s1["status"] == "failed" and s1["failed"], s1
     assert any("cancelled (SIGTERM) mid-shard" in f["error"] for f in s1["failed"]), s1["failed"]
     n_before = len(_predictions(env["results"])) if s1["new"] else 0
