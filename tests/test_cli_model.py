@@ -40,9 +40,10 @@ def data(tmp_path_factory):
 def test_recipes_shipped_and_errors(tmp_path):
     from qecat_core.model.train import load_recipe
 
-    for name in ("emt-v1", "emt-v1-text", "oc20-text"):
+    for name in ("emt-v1", "emt-v1-text", "emt-v1-l3", "oc20-text"):
         rec = load_recipe(name)
         assert rec["stages"]
+    assert load_recipe("emt-v1-l3")["common"]["model"]["graph"]["num_layers"] == 3
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages: [graph]\ngraph: {epochz: 3}\n")
     with pytest.raises(InputError, match=r"bad.yaml: graph.epochz is not a training option"):
