@@ -50,7 +50,7 @@ def synthesize(out: Path, rows: int, runs: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from qecat_core.ranking import RANKING_KEY, rank_systems
+    from qecat_core.ranking import rank_systems, snapshot_table
 
     rng = np.random.default_rng(seed)
     placements = 5.5
@@ -95,9 +95,7 @@ def synthesize(out: Path, rows: int, runs: int, seed: int = 0) -> None:
         ranking["rank"] = ranking.groupby("adsorbate").cumcount() + 1
         ranking["model_id"], ranking["mode"], ranking["run_id"] = "m0", "fused", run_id
         (out / "rankings" / "screen=bench").mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(ranking, preserve_index=False)
-        table = table.replace_schema_metadata({**table.schema.metadata, RANKING_KEY: b'{"model_id": "m0", "mode": "fused"}'})
-        pq.write_table(table, out / "rankings" / "screen=bench" / f"ranking-{run_id}.parquet")
+        pq.write_table(snapshot_table(ranking, "m0", "fused"), out / "rankings" / "screen=bench" / f"ranking-{run_id}.parquet")
 
 
 def main() -> None:

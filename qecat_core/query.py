@@ -137,11 +137,9 @@ def latest_rankings(results: str | Path) -> list[Path]:
     only; an empty snapshot counts too). Snapshots written before that metadata existed give them
     through their column statistics or, failing that, the two columns; empty ones are skipped.
     """
-    import json
-
     import pyarrow.parquet as pq
 
-    from qecat_core.ranking import RANKING_KEY
+    from qecat_core.ranking import snapshot_key
 
     newest: dict[tuple[str, str, str], tuple[str, Path]] = {}
     for f in Path(results).glob(_SOURCES["ranking_history"]):
@@ -149,14 +147,11 @@ def latest_rankings(results: str | Path) -> list[Path]:
             meta = pq.read_metadata(f)
         except Exception as exc:  # a truncated file cannot be a snapshot (writes are atomic)
             raise QecatError(f"{f}: not a readable Parquet ranking ({_first_line(exc)})") from None
-        tagged = (meta.metadata or {}).get(RANKING_KEY)
         names = meta.schema.names
-        key_vals = []
-        if tagged:
-            info = json.loads(tagged)
-            key_vals = [str(info["model_id"]), str(info["mode"])]
-        elif meta.num_rows == 0 or meta.num_row_groups == 0 or "model_id" not in names or "mode" not in names:
-            continue
+        key_vals = list(snapshot_key(meta.metadata) or [])
+        if not key_vals and (meta.num_rows == 0 or meta.num_row_groups == 0
+                             or "model_id" not in names or "mode" not in names):
+            continue  # an untagged (older) snapshot needs its columns
         for col in ("model_id", "mode")[len(key_vals):]:
             st = meta.row_group(0).column(names.index(col)).statistics
             if st is not None and st.has_min_max and st.min == st.max:

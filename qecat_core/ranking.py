@@ -13,12 +13,32 @@ placements; systems are ranked by it (most strongly bound first).
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 SYSTEM_KEYS = ["system_id", "bulk", "miller", "adsorbate"]
 # Parquet schema-metadata key of a screen's ranking snapshot (``rankings/screen=S/ranking-<run>.parquet``):
 # JSON ``{"model_id", "mode"}``, so that readers find the newest snapshot per model from the footer
 RANKING_KEY = b"qecat_ranking"
+
+
+def snapshot_table(ranking: pd.DataFrame, model_id: str, mode: str):
+    """``ranking`` as an Arrow table whose schema metadata names its model and mode (see :func:`snapshot_key`)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(ranking, preserve_index=False)
+    tag = json.dumps({"model_id": model_id, "mode": mode}).encode()
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), RANKING_KEY: tag})
+
+
+def snapshot_key(schema_metadata: dict | None) -> tuple[str, str] | None:
+    """``(model_id, mode)`` from a snapshot's Parquet schema metadata; None for an untagged file."""
+    tag = (schema_metadata or {}).get(RANKING_KEY)
+    if not tag:
+        return None
+    info = json.loads(tag)
+    return str(info["model_id"]), str(info["mode"])
 
 
 def rank_systems(df: pd.DataFrame, energy: str) -> pd.DataFrame:

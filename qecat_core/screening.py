@@ -550,7 +550,7 @@ def rank(plan: ScreenPlan) -> pd.DataFrame:
     """AdsorbML ranking of the current candidates by this model: one row per system, best first,
     with ``rank`` (1 = most strongly bound) within each adsorbate. Writes the run's snapshot."""
     from qecat_core.parquet import write_parquet_atomic
-    from qecat_core.ranking import RANKING_KEY, rank_systems
+    from qecat_core.ranking import rank_systems, snapshot_table
 
     enum = Enumeration(plan.name, plan.catalog, plan.catalog_hash, plan.enumeration, plan.n_candidates, 0, 0.0)
     scope = set(load_candidates(enum, plan.cfg, columns=["sid"])["sid"])
@@ -565,10 +565,8 @@ def rank(plan: ScreenPlan) -> pd.DataFrame:
     ranking["model_id"] = plan.model_id
     ranking["mode"] = plan.mode
     ranking["run_id"] = plan.run_id
-    table = pa.Table.from_pandas(ranking, preserve_index=False)
-    key = json.dumps({"model_id": plan.model_id, "mode": plan.mode}).encode()  # read by query.latest_rankings
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), RANKING_KEY: key})
-    write_parquet_atomic(table, plan.paths.rankings() / f"ranking-{plan.run_id}.parquet")
+    write_parquet_atomic(snapshot_table(ranking, plan.model_id, plan.mode),  # read by query.latest_rankings
+                         plan.paths.rankings() / f"ranking-{plan.run_id}.parquet")
     return ranking
 
 
