@@ -519,3 +519,77 @@ def test_unknown_element_for_graph_channel(systems):
     a[0].symbol = "Og"  # Z = 118, outside the 1..99 embedding table
     with pytest.raises(InputError, match="Og"):
         example_from_atoms(a)
+
+
+def test_displacement_head_leaves_init_unchanged_and_is_equivariant(tokenizer, dataset, systems):
+    from qecat_core.model.data import Collator, StructureDataset
+    from qecat_core.model.fusion import QECatModel
+
+    def build(head: bool):
+        torch.manual_seed(0)
+        cfg = {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], "displacement_head": head}}
+        return QECatModel(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                          tokenizer.eos_token_id).eval()
+
+    plain, with_head = build(False), build(True)
+    sd = with_head.state_dict()
+    assert any(k.startswith("disp_head.") for k in sd)
+    for k, v in plain.state_dict().items():  # the head is built last: every other module starts the same
+        assert torch.equal(v, sd[k]), k
+    with pytest.raises(QecatError, match="no displacement head"):
+        plain.displacement(_batch(tokenizer, dataset.examples[:2]))
+
+    # rotating the structure about the surface normal rotates the predicted displacements
+    a = systems[5].copy()
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    b = a.copy()
+    b.set_cell(a.cell.array @ rot.T, scale_atoms=False)
+    b.positions = a.positions @ rot.T
+    ex = StructureDataset([a, b]).examples
+    with torch.inference_mode():
+        d, pred = with_head.displacement(Collator(tokenizer, 256)(ex))
+    n = len(ex[0].data.pos)
+    da, db = d[:n].numpy(), d[n:].numpy()
+    assert np.abs(da).max() > 1e-4
+    np.testing.assert_allclose(da @ rot.T, db, atol=2e-3 * np.abs(da).max() + 1e-6)
+    assert abs(float(pred[0] - pred[1])) < 1e-3
+
+
+def test_graph_stage_with_relaxation_displacements(tmp_path, systems, data_files):
+    from ase.optimize import BFGS
+
+    from qecat_core.io import write_aselmdb
+    from qecat_core.model.data import StructureDataset
+    from qecat_core.model.train import train_stage
+
+    train, val = data_files
+    relaxed = []
+    for a in systems[:32]:
+        r = a.copy()
+        r.calc = EMT()
+        BFGS(r, logfile=None).run(fmax=0.1, steps=40)
+        r.calc = None
+        relaxed.append(r)
+    write_aselmdb(tmp_path / "relaxed.aselmdb", relaxed)
+    ds = StructureDataset(train, relaxed=tmp_path / "relaxed.aselmdb")
+    moved = [float(np.abs(e.disp).max()) for e in ds.examples]
+    assert max(moved) > 0.05 and all(e.disp.shape == (len(e.data.pos), 3) for e in ds.examples)
+    cfg = {"epochs": 6, "batch_size": 8, "lr": 3e-3, "patience": 100, "warmup_frac": 0.0, "num_threads": 1,
+           "tokenizer_cif_structures": 1, "w_disp": 1.0, "relaxed": str(tmp_path / "relaxed.aselmdb"),
+           "model": {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], "displacement_head": True}}}
+    r = train_stage("graph", train, val, tmp_path / "graph", cfg)
+    assert r["done"]
+    log = [json.loads(line) for line in (tmp_path / "graph" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["train"]["disp"] < log[0]["train"]["disp"]
+    assert log[-1]["train"]["graph"] < log[0]["train"]["graph"]
+
+    with pytest.raises(InputError, match="needs 'relaxed'"):
+        train_stage("graph", train, val, tmp_path / "g2", {**cfg, "relaxed": None})
+    write_aselmdb(tmp_path / "partial.aselmdb", relaxed[:5])
+    with pytest.raises(InputError, match="partial.aselmdb: no relaxed structure for sid"):
+        train_stage("graph", train, val, tmp_path / "g3", {**cfg, "relaxed": str(tmp_path / "partial.aselmdb")})
+    from qecat_core.model.data import example_from_atoms
+
+    with pytest.raises(InputError, match="relaxed positions have shape"):
+        example_from_atoms(systems[0], relaxed=relaxed[0].positions[:-1])

@@ -2,7 +2,8 @@
 
 A structure row's ``atoms.info`` carries ``sid``, ``text`` (configuration string), ``e_ads`` (eV;
 absent for prediction), ``adsorbate`` (OC20 SMILES, e.g. ``*OH``), optionally ``system_id`` and
-``anomaly``; tags follow OC20 and are inferred with :func:`qecat_core.tags.ensure_tags` when absent.
+``anomaly``, and for the auxiliary IS2RS target the relaxed positions (``pos_relaxed``, OC20's name,
+or a ``relaxed`` file of the same sids); tags follow OC20 and are inferred with :func:`qecat_core.tags.ensure_tags` when absent.
 When ``text`` is absent it is generated with :func:`qecat_core.text.configuration_text` from
 ``adsorbate`` + ``bulk_formula`` (or ``bulk``) + ``miller`` in ``atoms.info``.
 
@@ -42,6 +43,7 @@ class Example:
     adsorbate: str | None  # OC20 SMILES or text name
     system_id: str | None = None
     data: Any = None  # fairchem AtomicData of the prepared (cropped) structure, or None for text-only
+    disp: np.ndarray | None = None  # [n_atoms, 3] relaxed - initial positions (Å, minimum image), prepared order
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Batch:
     adsorbates: list[str | None] = field(default_factory=list)
     sids: list[str] = field(default_factory=list)
     system_ids: list[str | None] = field(default_factory=list)
+    disp: torch.Tensor | None = None  # [N, 3] Å, atoms in graph-batch order (when every example has one)
 
     def __len__(self) -> int:
         return len(self.sids)
@@ -90,12 +93,45 @@ def structure_text(atoms: Atoms, name: str) -> str:
         raise InputError(f"{name}: cannot generate configuration text ({exc})") from None
 
 
+def relaxed_positions(path: str | Path) -> dict[str, np.ndarray]:
+    """``sid -> relaxed positions`` (Å) of every structure in ``path`` (any file ASE or .aselmdb reads).
+
+    The structures need ``atoms.info['sid']``; these are the IS2RS targets matched to initial structures.
+    """
+    from qecat_core.io import iter_structures
+
+    out: dict[str, np.ndarray] = {}
+    for atoms in iter_structures(path):
+        sid = atoms.info.get("sid")
+        if sid is None:
+            raise InputError(f"{atoms.info.get('source', path)}: relaxed structure without 'sid' in atoms.info")
+        out[str(sid)] = atoms.get_positions()
+    return out
+
+
 def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None = 6.0, max_num_elements: int = 100,
-                       need_text: bool = True, need_target: bool = False, target_key: str = "e_ads") -> Example:
-    """One :class:`Example` from a structure (tags inferred, text generated if needed, cropped graph)."""
+                       need_text: bool = True, need_target: bool = False, target_key: str = "e_ads",
+                       relaxed: np.ndarray | None = None) -> Example:
+    """One :class:`Example` from a structure (tags inferred, text generated if needed, cropped graph).
+
+    ``relaxed`` (or ``atoms.info['pos_relaxed']``): relaxed positions [n_atoms, 3] (Å) of the same atoms;
+    the example then carries the per-atom relaxation displacement (minimum image) of the kept atoms.
+    """
     sid = str(atoms.info.get("sid", atoms.info.get("source", f"structure-{index}")))
     name = str(atoms.info.get("source", sid))
     atoms = ensure_tags(atoms.copy(), name)
+    if relaxed is None and atoms.info.get("pos_relaxed") is not None:
+        relaxed = np.asarray(atoms.info["pos_relaxed"], dtype=float)
+    if relaxed is not None:
+        from ase.geometry import find_mic
+
+        relaxed = np.asarray(relaxed, dtype=float)
+        if relaxed.shape != (len(atoms), 3):
+            raise InputError(f"{name}: relaxed positions have shape {relaxed.shape}, the structure has "
+                             f"{len(atoms)} atoms (expected ({len(atoms)}, 3))")
+        pbc = atoms.pbc if atoms.cell.rank == 3 else False
+        d, _ = find_mic(relaxed - atoms.positions, atoms.cell, pbc)
+        atoms.set_array("qecat_disp", d)
     text = structure_text(atoms, name) if need_text else atoms.info.get("text")
     target = atoms.info.get(target_key)
     if target is not None:
@@ -106,8 +142,9 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
         raise InputError(f"{name}: no finite '{target_key}' (eV) in atoms.info")
     ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None)
     prepared = prepare_atoms(atoms, crop_radius, max_num_elements, name)
+    disp = prepared.arrays.pop("qecat_disp", None)
     return Example(sid=sid, text=text, target=target, adsorbate=ads, system_id=atoms.info.get("system_id"),
-                   data=atoms_to_data(prepared))
+                   data=atoms_to_data(prepared), disp=disp)
 
 
 class _Examples(Dataset):
@@ -134,21 +171,32 @@ class StructureDataset(_Examples):
     """Examples from a structure file or folder (``.aselmdb``, extxyz, ...), prepared eagerly.
 
     ``drop_anomalies``: skip rows whose ``atoms.info['anomaly']`` is true (labelling flagged them).
+    ``relaxed``: a file of relaxed structures with the same sids (see :func:`relaxed_positions`): every
+    example then carries its relaxation displacements (auxiliary IS2RS target); a missing sid is an error.
     """
 
     def __init__(self, path: str | Path | Sequence[Atoms], crop_radius: float | None = 6.0,
                  max_num_elements: int = 100, need_text: bool = True, need_target: bool = True,
-                 drop_anomalies: bool = True, target_key: str = "e_ads", limit: int | None = None) -> None:
+                 drop_anomalies: bool = True, target_key: str = "e_ads", limit: int | None = None,
+                 relaxed: str | Path | None = None) -> None:
         from qecat_core.io import iter_structures
 
         source: Iterable[Atoms] = iter_structures(path) if isinstance(path, (str, Path)) else path
         self.path = str(path) if isinstance(path, (str, Path)) else "<atoms>"
+        final = relaxed_positions(relaxed) if relaxed is not None else None
         self.examples: list[Example] = []
         for i, atoms in enumerate(source):
             if drop_anomalies and bool(atoms.info.get("anomaly", False)):
                 continue
+            pos = None
+            if final is not None:
+                sid = str(atoms.info.get("sid", ""))
+                if sid not in final:
+                    raise InputError(f"{relaxed}: no relaxed structure for sid {sid!r} of "
+                                     f"{atoms.info.get('source', self.path)}")
+                pos = final[sid]
             self.examples.append(example_from_atoms(atoms, i, crop_radius, max_num_elements, need_text,
-                                                    need_target, target_key))
+                                                    need_target, target_key, relaxed=pos))
             if limit is not None and len(self.examples) >= limit:
                 break
         if not self.examples:
@@ -237,6 +285,9 @@ class Collator:
         targets = None
         if all(e.target is not None for e in examples):
             targets = torch.tensor([e.target for e in examples], dtype=torch.float64)
+        disp = None
+        if graph is not None and all(e.disp is not None for e in examples):
+            disp = torch.from_numpy(np.concatenate([e.disp for e in examples])).to(torch.float32)
         return Batch(graph=graph, input_ids=ids, attention_mask=mask, targets=targets,
                      adsorbates=[e.adsorbate for e in examples], sids=[e.sid for e in examples],
-                     system_ids=[e.system_id for e in examples])
+                     system_ids=[e.system_id for e in examples], disp=disp)

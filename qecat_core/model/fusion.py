@@ -112,6 +112,15 @@ class QECatModel(nn.Module):
         self.align_text = nn.Linear(H, fc["align_dim"])
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / fc["init_temperature"])))
         self.normalizer = normalizer or Normalizer()
+        # Built last, so that switching it on leaves every other module's random init unchanged.
+        self.disp_head = None
+        if self.config["graph"].get("displacement_head"):
+            from fairchem.core.models.uma.escn_md import Linear_Force_Head
+
+            core = getattr(self.graph.backbone, "backbone", None)
+            if core is None or int(getattr(core, "lmax", 0)) < 1:
+                raise QecatError("model.graph.displacement_head needs an eSCN-MD backbone with lmax >= 1")
+            self.disp_head = Linear_Force_Head(core)
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -178,6 +187,20 @@ class QECatModel(nn.Module):
         return ModelOutput(pred=pred, energy=self.normalizer.denormalize(pred.detach(), batch.adsorbates),
                            graph_emb=None if g is None else g.pooled, text_emb=text_emb, prefix_len=P,
                            attention_mask=mask, hidden=hidden if return_hidden else None)
+
+    def displacement(self, batch) -> torch.Tensor:
+        """Predicted relaxation displacement of every atom [N, 3] (Å) and the normalised graph prediction [B].
+
+        Returns ``(disp, pred)``; needs ``model.graph.displacement_head``. The displacement is an
+        equivariant l=1 read-out of the same node features the energy heads use.
+        """
+        if self.disp_head is None:
+            raise QecatError("this model has no displacement head (model.graph.displacement_head: true)")
+        if batch.graph is None:
+            raise QecatError("displacements need structures; this batch has text only")
+        g = self.graph(batch.graph, full=True)
+        disp = self.disp_head(batch.graph, {"node_embedding": g.full})["forces"]
+        return disp, self.graph_head(g.pooled).squeeze(-1)
 
     # ---------------------------------------------------------------------------------------
     def lm_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix_len: int) -> torch.Tensor:

@@ -57,6 +57,9 @@ DEFAULT_GRAPH_CONFIG: dict[str, Any] = {
     "crop_radius": 6.0,  # Å around any adsorbate atom; 0 or None = whole structure
     "pool": "ads_surf",  # 'ads_surf': Linear([mean(adsorbate), mean(surface)]); 'mean': mean over tags 1, 2
     "init_checkpoint": None,  # path of a fairchem checkpoint whose backbone weights to load
+    # an equivariant per-atom vector head (fairchem's Linear_Force_Head on the l=0,1 node features) that
+    # predicts each atom's relaxation displacement (Å): the auxiliary IS2RS target of ``w_disp`` training
+    "displacement_head": False,
 }
 
 
@@ -117,7 +120,10 @@ def _escn_class():
 
 
 class ESCNMDInvariant(nn.Module):
-    """fairchem eSCN-MD backbone; returns the invariant (l=0) node features [N, sphere_channels]."""
+    """fairchem eSCN-MD backbone; returns the invariant (l=0) node features [N, sphere_channels].
+
+    ``forward(batch, full=True)`` returns the whole equivariant node embedding [N, (lmax+1)^2, C].
+    """
 
     def __init__(self, lmax: int = 1, mmax: int = 1, sphere_channels: int = 32, hidden_channels: int = 32,
                  edge_channels: int = 16, num_distance_basis: int = 32, num_layers: int = 2, cutoff: float = 6.0,
@@ -134,8 +140,9 @@ class ESCNMDInvariant(nn.Module):
         self.out_channels = sphere_channels
         self.max_num_elements = max_num_elements
 
-    def forward(self, batch) -> torch.Tensor:
-        return self.backbone(batch)["node_embedding"][:, 0, :]
+    def forward(self, batch, full: bool = False) -> torch.Tensor:
+        emb = self.backbone(batch)["node_embedding"]
+        return emb if full else emb[:, 0, :]
 
 
 @register_backbone("escn_md")
@@ -283,6 +290,7 @@ class GraphOutput:
     pooled: torch.Tensor  # [B, C] per-system embedding
     batch: torch.Tensor  # [N] system index of each atom
     tags: torch.Tensor  # [N] OC20 tags
+    full: torch.Tensor | None = None  # [N, (lmax+1)^2, C] equivariant node embedding (``full=True``)
 
 
 def _segment_mean(x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -313,8 +321,9 @@ class GraphEncoder(nn.Module):
         if cfg.get("init_checkpoint"):
             self.init_report = load_backbone_weights(self.backbone, cfg["init_checkpoint"])
 
-    def forward(self, batch) -> GraphOutput:
-        node = self.backbone(batch)
+    def forward(self, batch, full: bool = False) -> GraphOutput:
+        emb = self.backbone(batch, full=True) if full else None
+        node = emb[:, 0, :] if full else self.backbone(batch)
         idx = batch["batch"]
         tags = batch["tags"]
         n = int(batch["natoms"].shape[0])
@@ -324,4 +333,4 @@ class GraphEncoder(nn.Module):
             ads = _segment_mean(node, idx, tags == TAG_ADSORBATE, n)
             surf = _segment_mean(node, idx, tags == TAG_SURFACE, n)
             pooled = self.pool_proj(torch.cat([ads, surf], dim=-1))
-        return GraphOutput(node=node, pooled=pooled, batch=idx, tags=tags)
+        return GraphOutput(node=node, pooled=pooled, batch=idx, tags=tags, full=emb)

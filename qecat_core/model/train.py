@@ -2,7 +2,9 @@
 
 Stages (``train_stage(stage, ...)``):
 
-* ``graph``: graph channel IS2RE-direct pre-training, L1 on the normalised E_ads (graph head).
+* ``graph``: graph channel IS2RE-direct pre-training, L1 on the normalised E_ads (graph head); with
+  ``w_disp`` > 0 also the auxiliary IS2RS target: each free atom's relaxation displacement (Å, from the
+  ``relaxed`` structures file) predicted by the model's equivariant displacement head.
 * ``text``: the same LM on text alone (unaligned CatBERTa-style baseline); takes structure files or a
   parquet with ``text`` and a target column (``target`` / ``e_ads_dft`` / ``e_ads``, eV).
 * ``align``: graph-text alignment: symmetric InfoNCE between projected pooled graph and pooled text
@@ -79,6 +81,8 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "limit_val": None,
     "align": {"w_fused": 1.0, "w_text": 1.0, "w_graph": 0.5, "w_nce": 0.1, "w_distill": 1.0},
     "joint": {"p_text": 0.5, "w_graph": 0.0},
+    "w_disp": 0.0,  # graph stage: weight of the displacement loss (mean per-atom |error|, Å, tags 1 and 2)
+    "relaxed": None,  # relaxed structures with the training sids (e.g. data/emt-v1/labels.aselmdb), for w_disp
     "w_pair": 0.0,  # weight of the within-system pairwise (energy difference) loss, see losses.pair_loss
     "group_batches": False,  # batches of whole systems (all placements of a system together)
     "model": {},  # overrides of fusion.default_model_config(): {"graph": {...}, "lm": {...}, "fusion": {...}}
@@ -105,7 +109,7 @@ def seed_everything(seed: int) -> None:
 # data and model
 
 
-def _load_split(path, stage: str, cfg: dict, graph_cfg: dict, limit) -> Any:
+def _load_split(path, stage: str, cfg: dict, graph_cfg: dict, limit, relaxed=None) -> Any:
     from qecat_core.model.data import StructureDataset, TextDataset
 
     if path is None:
@@ -118,7 +122,7 @@ def _load_split(path, stage: str, cfg: dict, graph_cfg: dict, limit) -> Any:
             ds.examples = ds.examples[: int(limit)]
         return ds
     ds = StructureDataset(path, crop_radius=graph_cfg["crop_radius"], max_num_elements=graph_cfg["max_num_elements"],
-                          need_text=stage != "graph", need_target=True, limit=limit)
+                          need_text=stage != "graph", need_target=True, limit=limit, relaxed=relaxed)
     if stage == "text":
         for e in ds.examples:
             e.data = None
@@ -198,7 +202,16 @@ def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple
     y = model.normalizer.normalize(batch.targets, batch.adsorbates)
     kind = cfg["loss"]
     parts: dict[str, torch.Tensor] = {}
-    if stage == "graph":
+    if stage == "graph" and cfg["w_disp"]:
+        if batch.disp is None:
+            raise QecatError("w_disp > 0 needs relaxed positions for every training structure (training option "
+                             "'relaxed': a file of relaxed structures with the same sids)")
+        disp, main = model.displacement(batch)
+        free = batch.graph["tags"] >= 1
+        parts["graph"] = regression_loss(main, y, kind)
+        parts["disp"] = (disp[free] - batch.disp[free]).norm(dim=-1).mean()
+        total = parts["graph"] + float(cfg["w_disp"]) * parts["disp"]
+    elif stage == "graph":
         main = model(batch, "graph").pred
         parts["graph"] = regression_loss(main, y, kind)
         total = parts["graph"]
@@ -366,7 +379,10 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
     from qecat_core.model.fusion import default_model_config
 
     gcfg = model.config["graph"] if model is not None else _merge(default_model_config(), cfg["model"])["graph"]
-    train_ds = _load_split(train_path, stage, cfg, gcfg, cfg["limit_train"])
+    if cfg["w_disp"] and stage == "graph" and not cfg["relaxed"]:
+        raise InputError("w_disp > 0 needs 'relaxed': a file of relaxed structures with the training sids")
+    train_ds = _load_split(train_path, stage, cfg, gcfg, cfg["limit_train"],
+                           relaxed=cfg["relaxed"] if cfg["w_disp"] and stage == "graph" else None)
     val_ds = _load_split(val_path, stage, cfg, gcfg, cfg["limit_val"])
     if model is None:
         model, tok = _build_new_model(train_ds, cfg, train_path)
