@@ -593,3 +593,6 @@ def test_graph_stage_with_relaxation_displacements(tmp_path, systems, data_files
 
     with pytest.raises(InputError, match="relaxed positions have shape"):
         example_from_atoms(systems[0], relaxed=relaxed[0].positions[:-1])
+    a = systems[0].copy()
+    a.info["pos_relaxed"] = relaxed[0].positions  # OC20's name for the relaxed positions
+    np.testing.assert_allclose(example_from_atoms(a).disp, ds.examples[0].disp, atol=1e-9)

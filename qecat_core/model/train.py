@@ -379,10 +379,11 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
     from qecat_core.model.fusion import default_model_config
 
     gcfg = model.config["graph"] if model is not None else _merge(default_model_config(), cfg["model"])["graph"]
-    if cfg["w_disp"] and stage == "graph" and not cfg["relaxed"]:
-        raise InputError("w_disp > 0 needs 'relaxed': a file of relaxed structures with the training sids")
     train_ds = _load_split(train_path, stage, cfg, gcfg, cfg["limit_train"],
                            relaxed=cfg["relaxed"] if cfg["w_disp"] and stage == "graph" else None)
+    if cfg["w_disp"] and stage == "graph" and any(e.disp is None for e in train_ds.examples):
+        raise InputError(f"{train_path}: w_disp > 0 needs 'relaxed': a file of relaxed structures with the "
+                         "training sids (or atoms.info['pos_relaxed'] in every training structure)")
     val_ds = _load_split(val_path, stage, cfg, gcfg, cfg["limit_val"])
     if model is None:
         model, tok = _build_new_model(train_ds, cfg, train_path)
