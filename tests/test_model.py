@@ -181,6 +181,29 @@ def test_graph_encoder_shapes(model, tokenizer, dataset):
     assert torch.isfinite(g.pooled).all()
 
 
+def test_fairchem_import_leaves_out_gpu_toolkit_on_cpu_and_restores_it():
+    """On a CPU-only machine the graph channel imports fairchem without nvalchemi-toolkit-ops (slow, GPU
+    only); afterwards the toolkit imports normally, and the backbone still builds and runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from qecat_core.model.graph import GraphEncoder, import_fairchem\n"
+        "import_fairchem()\n"
+        "assert 'fairchem.core' in sys.modules\n"
+        "hidden = not torch.cuda.is_available()\n"
+        "assert ('nvalchemiops' not in sys.modules) == hidden, sorted(m for m in sys.modules if 'nvalchemi' in m)\n"
+        "import nvalchemiops\n"
+        "assert nvalchemiops is not None\n"
+        "enc = GraphEncoder({'num_layers': 1})\n"
+        "print('ok', hidden)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[0] == "ok"
+
+
 def test_equiformer_v2_and_unknown_backbone_raise():
     from qecat_core.model.graph import build_backbone
 
