@@ -118,6 +118,33 @@ def test_train_predict_evaluate_cli(tmp_path, data):
     np.testing.assert_allclose(pd.read_parquet(out)["e_ads_pred"], pd.read_parquet(tmp_path / "ps.parquet")["e_ads_pred"],
                                atol=1e-6)
 
+    # bare structures (an .extxyz with tags but no metadata): adsorbate, bulk and facet read off the
+    # geometry give the same predictions as the dataset's metadata
+    from ase.io import write
+
+    bare = []
+    for a in make_systems(40, seed=3)[28:]:
+        b = a.copy()
+        b.info = {"sid": a.info["sid"]}
+        bare.append(b)
+    write(tmp_path / "bare.extxyz", bare)
+    for mode in ("fused", "graph"):
+        runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", mode, "--checkpoint", ck])
+        r = runner.invoke(app, ["predict", str(tmp_path / "bare.extxyz"), "-o", str(tmp_path / "bare.parquet"),
+                                "--mode", mode, "--checkpoint", ck])
+        assert r.exit_code == 0, r.output
+        np.testing.assert_allclose(pd.read_parquet(tmp_path / "bare.parquet")["e_ads_pred"],
+                                   pd.read_parquet(out)["e_ads_pred"], atol=1e-5)
+    from ase.build import add_adsorbate, hcp0001
+
+    ru = hcp0001("Ru", (2, 2, 3), vacuum=6.0)
+    add_adsorbate(ru, "O", 1.2, "fcc")
+    write(tmp_path / "ru.extxyz", ru)
+    r = runner.invoke(app, ["predict", str(tmp_path / "ru.extxyz"), "-o", str(tmp_path / "ru.parquet"), "--checkpoint", ck])
+    errors = [x for x in r.output.splitlines() if x.startswith("error: ")]  # (the progress bar is on stderr)
+    assert r.exit_code == 2 and len(errors) == 1 and "ru.extxyz:0: " in errors[0] and "atoms.info['miller']" in errors[0]
+    assert not (tmp_path / "ru.parquet").exists()
+
     r = runner.invoke(app, ["evaluate", "--checkpoint", ck, "--baseline", ck, "--data-dir", str(data),
                             "--splits", "val-id", "-o", str(tmp_path / "eval")])
     assert r.exit_code == 0, r.output

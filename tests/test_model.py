@@ -519,9 +519,17 @@ def test_tags_inferred_and_text_generated_when_absent(systems):
     ex = example_from_atoms(a, need_target=True)
     assert ex.text == systems[4].info["text"]
     assert set(ex.data.tags.tolist()) <= {0, 1, 2} and (ex.data.tags == 2).sum() == 1
-    a.info = {"sid": "x"}
-    with pytest.raises(InputError, match="cannot generate"):
-        example_from_atoms(a)
+    a.info = {"sid": "x"}  # no metadata at all: adsorbate, bulk and facet are read off the structure
+    ex = example_from_atoms(a)
+    assert ex.text == systems[4].info["text"] and ex.adsorbate == systems[4].info["adsorbate"]
+    from ase.build import hcp0001
+
+    b = hcp0001("Ru", (2, 2, 3), vacuum=6.0)
+    add_adsorbate(b, "O", 1.2, "fcc")
+    b.info = {"sid": "ru"}
+    with pytest.raises(InputError, match=r"ru: .*cannot generate it: miller .*set atoms.info\['miller'\]"):
+        example_from_atoms(b)
+    assert example_from_atoms(b, need_text=False).adsorbate == "*O"  # the graph channel needs no facet
 
 
 def test_empty_files(tmp_path):

@@ -28,6 +28,7 @@ from ase import Atoms
 from torch.utils.data import Dataset
 
 from qecat_core.errors import InputError
+from qecat_core.infer import complete_metadata, identify_adsorbate
 from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
 from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
 from qecat_core.tags import ensure_tags
@@ -75,16 +76,24 @@ def _parse_miller(value) -> tuple[int, ...] | None:
 
 
 def structure_text(atoms: Atoms, name: str) -> str:
-    """``atoms.info['text']``, or the configuration string generated from the info metadata."""
+    """``atoms.info['text']``, or the configuration string generated from the structure.
+
+    The adsorbate, bulk formula and Miller index come from ``atoms.info`` where given, else from the
+    geometry (:func:`qecat_core.infer.complete_metadata`, which fills them into ``atoms.info``; the
+    structure needs tags).
+    """
     text = atoms.info.get("text")
     if isinstance(text, str) and text:
         return text
+    complete_metadata(atoms)
     ads = atoms.info.get("adsorbate")
     bulk = atoms.info.get("bulk_formula") or atoms.info.get("bulk")
     miller = _parse_miller(atoms.info.get("miller"))
     if not (ads and bulk and miller):
-        raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it "
-                         "(needs 'adsorbate', 'bulk_formula' and 'miller' in atoms.info)")
+        missing = [k for k, v in (("adsorbate", ads), ("bulk_formula", bulk), ("miller", miller)) if not v]
+        raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it: {', '.join(missing)} neither "
+                         "given nor inferable from the structure (adsorbates: the OC20 set; Miller indices: "
+                         "fcc-based slabs); set " + ", ".join(f"atoms.info[{k!r}]" for k in missing))
     from qecat_core.text import configuration_text
 
     try:
@@ -140,7 +149,7 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
             target = None
     if need_target and target is None:
         raise InputError(f"{name}: no finite '{target_key}' (eV) in atoms.info")
-    ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None)
+    ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None) or identify_adsorbate(atoms)
     prepared = prepare_atoms(atoms, crop_radius, max_num_elements, name)
     disp = prepared.arrays.pop("qecat_disp", None)
     return Example(sid=sid, text=text, target=target, adsorbate=ads, system_id=atoms.info.get("system_id"),
