@@ -40,10 +40,12 @@ def data(tmp_path_factory):
 def test_recipes_shipped_and_errors(tmp_path):
     from qecat_core.model.train import load_recipe
 
-    for name in ("emt-v1", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "oc20-text"):
+    for name in ("emt-v1", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "emt-v1-l3d", "oc20-text"):
         rec = load_recipe(name)
         assert rec["stages"]
     assert load_recipe("emt-v1-l3")["common"]["model"]["graph"]["num_layers"] == 3
+    l3d = load_recipe("emt-v1-l3d")  # 3 layers in the graph stage only: the text stage is emt-v1's
+    assert l3d["graph"]["model"]["graph"]["num_layers"] == 3 and l3d["text"] == load_recipe("emt-v1")["text"]
     shipped = load_recipe("emt-v1")["graph"]
     assert shipped["w_disp"] > 0 and shipped["model"]["graph"]["displacement_head"] and shipped["relaxed"]
     assert "w_disp" not in load_recipe("emt-v1-nodisp")["graph"]
