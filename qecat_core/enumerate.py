@@ -23,6 +23,7 @@ from ase import Atoms
 
 from qecat_core.adsorbates import get_adsorbate
 from qecat_core.catalog import BulkSpec, Catalog
+from qecat_core.infer import slab_formula
 from qecat_core.placement import classify_site, place
 from qecat_core.sites import install_templates, template_sites
 from qecat_core.slabs import A_REF, bulk_formula, geometry_kind, realize_slab, slab_templates
@@ -65,15 +66,6 @@ def _template_args(catalog: Catalog) -> tuple[float, int, float, float]:
     return g.min_thickness * s, g.min_layers, g.min_lateral * s, g.layer_tolerance
 
 
-def _slab_formula(atoms: Atoms) -> str:
-    """Reduced composition in order of appearance, e.g. Cu27Pt9 -> 'Cu3Pt'."""
-    syms = atoms.get_chemical_symbols()
-    order = list(dict.fromkeys(syms))
-    counts = [syms.count(s) for s in order]
-    g = np.gcd.reduce(counts)
-    return "".join(f"{s}{c // g if c // g > 1 else ''}" for s, c in zip(order, counts))
-
-
 def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = "") -> list[Candidate]:
     """All candidates of one bulk: every facet and termination, adsorbate and placement."""
     targs = _template_args(catalog)
@@ -85,7 +77,7 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
             slab_seed = int(_hash(spec.seed, miller, t_index, size=4), 16)
             slab = realize_slab(template, spec, catalog.slab, seed=slab_seed)
             slab_id = "slab-" + structure_hash(slab)
-            formula = bulk_formula(spec) or _slab_formula(slab)
+            formula = bulk_formula(spec) or slab_formula(slab, order="appearance")
             sites = template_sites(template, symm_reduce=not is_random)
             cell2 = np.array(slab.cell)[:2, :2]
             slab_nbrs = slab_neighbor_symbols(slab)

@@ -46,17 +46,21 @@ PREFERRED = ("*H", "*O", "*OH", "*C", "*CH", "*CH2", "*CH3", "*N", "*NH", "*NH2"
 METAL_ORDER = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 
 
-def slab_formula(slab: Atoms) -> str:
-    """Reduced composition, metals in :data:`METAL_ORDER`, e.g. Pt9Cu27 -> 'Cu3Pt'.
+def slab_formula(slab: Atoms, order: str = "catalog") -> str:
+    """Reduced composition, e.g. Pt9Cu27 -> 'Cu3Pt'; elements in :data:`METAL_ORDER` (``order="catalog"``)
+    or in order of appearance (``"appearance"``, the rule enumeration writes random alloys with).
 
-    >>> slab_formula(Atoms("Pt3CuPt3Cu"))
-    'CuPt3'
+    >>> slab_formula(Atoms("Pt3CuPt3Cu")), slab_formula(Atoms("Pt3CuPt3Cu"), order="appearance")
+    ('CuPt3', 'Pt3Cu')
     """
     syms = slab.get_chemical_symbols()
-    order = sorted(set(syms), key=lambda s: (METAL_ORDER.index(s) if s in METAL_ORDER else len(METAL_ORDER), s))
-    counts = [syms.count(s) for s in order]
+    if order == "appearance":
+        elements = list(dict.fromkeys(syms))
+    else:
+        elements = sorted(set(syms), key=lambda s: (METAL_ORDER.index(s) if s in METAL_ORDER else len(METAL_ORDER), s))
+    counts = [syms.count(s) for s in elements]
     g = int(np.gcd.reduce(counts)) if counts else 1
-    return "".join(f"{s}{c // g if c // g > 1 else ''}" for s, c in zip(order, counts))
+    return "".join(f"{s}{c // g if c // g > 1 else ''}" for s, c in zip(elements, counts))
 
 
 def _signature(symbols: list[str], bonds: list[tuple[int, int]], binding: int) -> tuple:
