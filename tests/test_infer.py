@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import add_adsorbate, bcc110, fcc100, fcc110, fcc111, fcc211, hcp0001
+from ase.build import bcc110, fcc100, fcc110, fcc111, fcc211, hcp0001
 
 from qecat_core.infer import complete_metadata, identify_adsorbate, infer_miller, slab_formula
 
