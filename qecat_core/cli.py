@@ -72,13 +72,16 @@ def label_cmd(
     fmax: Annotated[float, typer.Option(min=1e-4, help="force convergence, eV/Å")] = 0.05,
     steps: Annotated[int, typer.Option(min=1, help="max BFGS steps")] = 300,
     workers: Annotated[Optional[int], typer.Option(min=1, help="processes (default: all cores)")] = None,
+    warm_start: Annotated[Optional[Path], typer.Option(
+        help="OUT parquet of an earlier run on the same inputs: continue its relaxations (e.g. to a tighter --fmax)")] = None,
 ) -> None:
     """Relax structures and their clean slabs; write OC20-referenced adsorption energies (eV)."""
     quiet_warnings()
     from qecat_core.label import label
 
     try:
-        df = label(input, out, calculator=calculator, fmax=fmax, steps=steps, workers=workers)
+        df = label(input, out, calculator=calculator, fmax=fmax, steps=steps, workers=workers,
+                   warm_start=warm_start)
     except QecatError as exc:
         fail(exc)
     typer.echo(f"{len(df)} labelled -> {out}")
@@ -90,13 +93,18 @@ def dataset_build_cmd(
     catalog: Annotated[Path, typer.Option(help="catalog YAML")] = Path("catalogs/bimetallics.yaml"),
     max_systems: Annotated[int, typer.Option(min=1, help="label at most this many candidates (sid-hash sample)")] = 24000,
     workers: Annotated[Optional[int], typer.Option(min=1)] = None,
+    fmax: Annotated[float, typer.Option(min=1e-4, help="force convergence of the labels, eV/Å")] = 0.05,
+    steps: Annotated[int, typer.Option(min=1, help="max BFGS steps per relaxation")] = 300,
+    warm_start: Annotated[Optional[Path], typer.Option(
+        help="labels.parquet of an earlier build of the same catalog: continue its relaxations")] = None,
 ) -> None:
     """Enumerate the catalog, label a sample with EMT, and split it like OC20."""
     quiet_warnings()
     from qecat_core.dataset import build_dataset
 
     try:
-        summary = build_dataset(catalog, out, max_systems=max_systems, workers=workers)
+        summary = build_dataset(catalog, out, max_systems=max_systems, workers=workers, fmax=fmax,
+                                steps=steps, warm_start=warm_start)
     except QecatError as exc:
         fail(exc)
     typer.echo(summary)

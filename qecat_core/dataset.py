@@ -100,8 +100,13 @@ def _labelled_sids(out_parquet: Path) -> set[str]:
 
 
 def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 24000,
-                  workers: int | None = None, calculator: str = "emt") -> str:
-    """Enumerate, sample, label and split; return a one-paragraph summary."""
+                  workers: int | None = None, calculator: str = "emt", fmax: float = 0.05, steps: int = 300,
+                  warm_start: str | Path | None = None) -> str:
+    """Enumerate, sample, label and split; return a one-paragraph summary.
+
+    ``fmax`` (eV/Å) and ``steps`` go to :func:`qecat_core.label.label`, as does ``warm_start``
+    (the ``labels.parquet`` of an earlier build: its relaxations are continued, not redone).
+    """
     from qecat_core.catalog import load_catalog
     from qecat_core.enumerate import enumerate_catalog
     from qecat_core.io import iter_structures, write_aselmdb
@@ -120,7 +125,8 @@ def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 
         raise QecatError(f"{catalog_path}: the catalog enumerates no candidates")
     already = _labelled_sids(out / "labels.parquet") & set(sample["sid"])
     t1 = time.perf_counter()
-    labels = label(out / "inputs", out / "labels.parquet", calculator=calculator, workers=workers)
+    labels = label(out / "inputs", out / "labels.parquet", calculator=calculator, workers=workers, fmax=fmax,
+                   steps=steps, warm_start=warm_start)
     t_label = time.perf_counter() - t1
 
     keep = [c for c in labels.columns if c not in sample.columns or c == "sid"]
@@ -155,6 +161,7 @@ def build_dataset(catalog_path: str | Path, out: str | Path, max_systems: int = 
         "labels_per_second": round((len(labels) - len(already)) / max(t_label, 1e-9), 2),
         "e_ads_per_adsorbate": per_ads.round(3).reset_index().to_dict(orient="records"),
         "ood_adsorbates": list(OOD_ADSORBATES), "ood_pairs": list(OOD_PAIRS),
+        "fmax": fmax, "steps": steps, "warm_start": None if warm_start is None else str(warm_start),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return (f"{len(df)} labelled systems ({len(clean)} without anomalies) -> {out}/dataset.parquet; "

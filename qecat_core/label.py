@@ -264,11 +264,13 @@ def _relaxed_surface_bonds(system: Atoms, sr: SlabResult) -> frozenset[tuple[int
     return cache[sr.slab_hash]
 
 
-def _relax_slabs(items: list[tuple[str, Atoms]]) -> list[SlabResult]:
+def _relax_slabs(items: list[tuple[str, Atoms, np.ndarray | None]]) -> list[SlabResult]:
     s: _Settings = _WORKER["settings"]
     out = []
-    for h, slab in items:
+    for h, slab, start in items:
         initial = slab.copy()
+        if start is not None:  # warm start: continue from an earlier relaxation of this slab
+            slab.positions = start
         try:
             energy, n, fm, conv = relax(slab, _WORKER["calc"], s.fmax, s.steps)
         except Exception as exc:
@@ -277,11 +279,13 @@ def _relax_slabs(items: list[tuple[str, Atoms]]) -> list[SlabResult]:
     return out
 
 
-def _relax_systems(items: list[tuple[str, Atoms, SlabResult]]) -> list[tuple[dict[str, Any], Atoms]]:
+def _relax_systems(items: list[tuple[str, Atoms, SlabResult, np.ndarray | None]]) -> list[tuple[dict[str, Any], Atoms]]:
     s: _Settings = _WORKER["settings"]
     out = []
-    for sid, initial, sr in items:
+    for sid, initial, sr, start in items:
         final = initial.copy()
+        if start is not None:  # warm start: continue from an earlier relaxation; flags still
+            final.positions = start  # compare the end point with the initial structure
         try:
             energy, n, fm, conv = relax(final, _WORKER["calc"], s.fmax, s.steps)
         except Exception as exc:
@@ -488,6 +492,62 @@ class _Parts:
 
 
 # --------------------------------------------------------------------------------------------
+# warm start from an earlier run
+
+CARRIED_FLAGS = ("desorbed", "dissociated", "surface_changed")
+
+
+@dataclass
+class WarmStart:
+    """An earlier :func:`label` run (its ``OUT`` parquet) to continue from.
+
+    ``systems``: sid -> the earlier relaxed structure (``atoms.info`` holds its row);
+    ``slabs``: slab hash -> the earlier relaxed clean-slab positions (Å).
+    """
+
+    path: Path
+    systems: dict[str, Atoms]
+    slabs: dict[str, np.ndarray]
+
+    @classmethod
+    def load(cls, out_parquet: str | Path, sids: set[str] | None = None) -> WarmStart:
+        import pyarrow.parquet as pq
+
+        path = Path(out_parquet)
+        db = structures_path(path)
+        if not db.exists():
+            raise InputError(f"{db}: missing; --warm-start takes the OUT parquet of an earlier label run "
+                             f"(its relaxed structures sit next to it as .aselmdb)")
+        systems = {}
+        for atoms in iter_structures(db):
+            sid = str(atoms.info.get("sid"))
+            if sids is None or sid in sids:
+                systems.setdefault(sid, atoms)
+        slabs: dict[str, np.ndarray] = {}
+        for p in sorted(parts_dir(path).glob("slabs-*.parquet")):
+            for r in pq.read_table(p, columns=["slab_hash", "positions"]).to_pylist():
+                slabs.setdefault(r["slab_hash"], np.asarray(r["positions"], dtype=np.float64).reshape(-1, 3))
+        return cls(path, systems, slabs)
+
+    def start(self, system: _System) -> np.ndarray | None:
+        """Earlier relaxed positions of ``system`` (None if it was not labelled there)."""
+        earlier = self.systems.get(system.sid)
+        if earlier is None:
+            return None
+        if len(earlier) != len(system.atoms) or (earlier.numbers != system.atoms.numbers).any() or \
+                not np.allclose(earlier.cell.array, system.atoms.cell.array, atol=1e-4):
+            raise InputError(f"{structures_path(self.path)}: sid {system.sid} has other atoms or another "
+                             f"cell than the input structure; warm-start only from a run on the same inputs")
+        return earlier.positions.copy()
+
+    def carried(self, system: _System) -> bool:
+        """True if the earlier run flagged ``system`` desorbed, dissociated or surface-changed: a
+        further relaxation cannot give it a meaningful adsorption energy, so its row is kept."""
+        earlier = self.systems.get(system.sid)
+        return earlier is not None and any(bool(earlier.info.get(k, False)) for k in CARRIED_FLAGS)
+
+
+# --------------------------------------------------------------------------------------------
 # running
 
 
@@ -577,7 +637,8 @@ def _drain(results: Iterable[list], flush: Callable[[list], None], bar: Any) -> 
 
 
 def label(input_path: str | Path, out_parquet: str | Path, calculator: str = "emt", fmax: float = 0.05,
-          steps: int = 300, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+          steps: int = 300, workers: int | None = None, progress: bool = True,
+          warm_start: str | Path | None = None) -> pd.DataFrame:
     """Relax every structure of ``input_path`` and write adsorption energies to ``out_parquet``.
 
     ``input_path``: anything :func:`qecat_core.io.iter_structures` reads. ``calculator``: 'emt',
@@ -587,6 +648,13 @@ def label(input_path: str | Path, out_parquet: str | Path, calculator: str = "em
     row per input sid in input order; the relaxed structures go to ``OUT.aselmdb`` with the row
     in ``row.data``. Raises :class:`InputError` (one line naming the file) for unusable input and
     :class:`QecatError` for bad settings or an ``OUT.parts`` made with other settings.
+
+    ``warm_start``: the ``OUT`` parquet of an earlier run on the same inputs (e.g. at a looser
+    ``fmax``). Each system and clean slab it labelled continues from its earlier relaxed positions
+    (``steps`` more BFGS steps at most; ``n_steps`` counts this run's), and the anomaly flags still
+    compare the end point with the *initial* structure, so the result is that of one relaxation to
+    the new ``fmax``. Systems it flagged desorbed, dissociated or surface-changed keep their earlier
+    row (further relaxation cannot make them meaningful). Systems it lacks start from scratch.
     """
     spec = normalize_spec(calculator)
     if not (isinstance(fmax, (int, float, np.number)) and fmax > 0):
@@ -602,6 +670,10 @@ def label(input_path: str | Path, out_parquet: str | Path, calculator: str = "em
     systems = _read_systems(input_path, spec)
     manifest = {"format": PARTS_FORMAT, "calculator": spec, "calculator_name": name,
                 "calculator_version": version, "fmax": float(fmax), "steps": int(steps)}
+    if warm_start is not None:
+        if Path(warm_start).resolve() == out.resolve():
+            raise QecatError(f"{out}: the warm start must be another run's output, not this one's")
+        manifest["warm_start"] = str(warm_start)
 
     with _Parts(out, manifest) as parts:
         done = parts.done_sids()
@@ -609,15 +681,28 @@ def label(input_path: str | Path, out_parquet: str | Path, calculator: str = "em
         log.info("%s: %d systems, %d already labelled, %d to relax", input_path, len(systems),
                  len(systems) - len(todo), len(todo))
         if todo:
-            _label_systems(todo, parts, spec, name, version, float(fmax), int(steps), workers, progress)
+            warm = WarmStart.load(warm_start, {s.sid for s in todo}) if warm_start is not None else None
+            _label_systems(todo, parts, spec, name, version, float(fmax), int(steps), workers, progress, warm)
         return parts.merge([s.sid for s in systems])
 
 
 def _label_systems(todo: list[_System], parts: _Parts, spec: str, name: str, version: str, fmax: float,
-                   steps: int, workers: int | None, progress: bool) -> None:
+                   steps: int, workers: int | None, progress: bool, warm: WarmStart | None = None) -> None:
     mus = chemical_potentials(spec, cache_file=parts.dir / "references.json")
     settings = _Settings(spec, name, version, fmax, steps, mus)
-    key = (spec, version, fmax, steps)
+    key = (spec, version, fmax, steps, str(warm.path) if warm else None)
+    if warm is not None:
+        carried = [s for s in todo if warm.carried(s)]
+        for k in range(0, len(carried), CHUNK_SIZE):
+            batch = carried[k:k + CHUNK_SIZE]
+            parts.write_chunk([dict(warm.systems[s.sid].info) for s in batch],
+                              [warm.systems[s.sid].copy() for s in batch])
+        if carried:
+            log.info("%d systems keep their flagged rows from %s", len(carried), warm.path)
+        todo = [s for s in todo if not warm.carried(s)]
+        starts = {s.sid: warm.start(s) for s in todo}
+    else:
+        starts = {}
     slabs = parts.load_slabs()
     needed = {s.slab_hash for s in todo}
     from_memo = [_SLAB_MEMO[(*key, h)] for h in sorted(needed - slabs.keys()) if (*key, h) in _SLAB_MEMO]
@@ -646,7 +731,8 @@ def _label_systems(todo: list[_System], parts: _Parts, spec: str, name: str, ver
 
     with _Runner(settings, n_workers) as runner:
         with _progress(len(new_slabs), "clean slabs", progress) as bar:
-            _drain(runner.imap(_relax_slabs, _tasks(list(new_slabs.items()), n_workers)), save_slabs, bar)
-        items = [(s.sid, s.atoms, slabs[s.slab_hash]) for s in todo]
+            slab_items = [(h, slab, warm.slabs.get(h) if warm else None) for h, slab in new_slabs.items()]
+            _drain(runner.imap(_relax_slabs, _tasks(slab_items, n_workers)), save_slabs, bar)
+        items = [(s.sid, s.atoms, slabs[s.slab_hash], starts.get(s.sid)) for s in todo]
         with _progress(len(items), "systems", progress) as bar:
             _drain(runner.imap(_relax_systems, _tasks(items, n_workers)), save_systems, bar)

@@ -330,3 +330,48 @@ def test_changed_settings_are_refused(tmp_path):
     label(inputs, tmp_path / "l.parquet", workers=1, progress=False)
     with pytest.raises(QecatError, match="fmax"):
         label(inputs, tmp_path / "l.parquet", fmax=0.02, workers=1, progress=False)
+
+
+def test_warm_start_continues_earlier_relaxations_to_a_tighter_fmax(tmp_path):
+    systems = [on_cu111("O", "fcc", height=2.2, sid="o"), on_cu111("H", "ontop", height=1.9, sid="h"),
+               on_cu111(hydroxyl(), "fcc", height=1.6, sid="oh")]
+    extra = on_cu111("N", "hcp", height=2.0, sid="n")  # not in the earlier run: starts from scratch
+    loose = label(write_inputs(tmp_path / "a.extxyz", systems), tmp_path / "loose.parquet", fmax=0.3,
+                  workers=1, progress=False).set_index("sid")
+    inputs = write_inputs(tmp_path / "b.extxyz", [*systems, extra])
+    warm = label(inputs, tmp_path / "warm.parquet", fmax=0.01, steps=500, workers=1, progress=False,
+                 warm_start=tmp_path / "loose.parquet").set_index("sid")
+    cold = label(inputs, tmp_path / "cold.parquet", fmax=0.01, steps=500, workers=1,
+                 progress=False).set_index("sid")
+    assert list(warm.index) == ["o", "h", "oh", "n"]
+    assert (warm["fmax_final"] < 0.01).all() and not warm["anomaly"].any()
+    # the same end points as one relaxation to fmax 0.01, in fewer steps than that took
+    assert np.allclose(warm["e_ads"], cold["e_ads"], atol=2e-3)
+    assert np.allclose(warm["e_slab"], cold["e_slab"], atol=1e-3)
+    assert (warm.loc[["o", "h", "oh"], "e_total"] <= loose["e_total"] + 1e-9).all()
+    assert warm.loc[["o", "h", "oh"], "n_steps"].sum() < cold.loc[["o", "h", "oh"], "n_steps"].sum()
+    assert warm.loc["n", "n_steps"] == cold.loc["n", "n_steps"]
+    relaxed = {a.info["sid"]: a for a in iter_structures(structures_path(tmp_path / "warm.parquet"))}
+    assert relaxed["oh"].info["e_total"] == pytest.approx(warm.loc["oh", "e_total"])
+
+    # rows the earlier run flagged dissociated are kept as they were, not relaxed again
+    spec = "tests.test_label:adsorbate_repulsion"
+    oh = [on_cu111(hydroxyl(), "ontop", height=1.9, sid="oh")]
+    first = label(write_inputs(tmp_path / "r.extxyz", oh), tmp_path / "r1.parquet", calculator=spec,
+                  fmax=0.3, workers=1, progress=False)
+    again = label(tmp_path / "r.extxyz", tmp_path / "r2.parquet", calculator=spec, fmax=0.01, workers=1,
+                  progress=False, warm_start=tmp_path / "r1.parquet")
+    assert bool(first.loc[0, "dissociated"]) and bool(again.loc[0, "dissociated"])
+    assert again.loc[0, "e_ads"] == first.loc[0, "e_ads"] and again.loc[0, "n_steps"] == first.loc[0, "n_steps"]
+
+    # a warm start from other structures under the same sid, or from itself, is refused
+    other = [on_cu111("O", "fcc", size=(3, 3, 3), sid="o")]
+    with pytest.raises(InputError, match=r"loose\.aselmdb: sid o has other atoms .* same inputs"):
+        label(write_inputs(tmp_path / "c.extxyz", other), tmp_path / "c.parquet", fmax=0.01, workers=1,
+              progress=False, warm_start=tmp_path / "loose.parquet")
+    with pytest.raises(QecatError, match="another run's output"):
+        label(inputs, tmp_path / "warm.parquet", fmax=0.01, workers=1, progress=False,
+              warm_start=tmp_path / "warm.parquet")
+    with pytest.raises(InputError, match=r"nowhere\.aselmdb: missing"):
+        label(inputs, tmp_path / "d.parquet", fmax=0.01, workers=1, progress=False,
+              warm_start=tmp_path / "nowhere.parquet")
