@@ -529,8 +529,9 @@ class WarmStart:
                 slabs.setdefault(r["slab_hash"], np.asarray(r["positions"], dtype=np.float64).reshape(-1, 3))
         return cls(path, systems, slabs)
 
-    def start(self, system: _System) -> np.ndarray | None:
-        """Earlier relaxed positions of ``system`` (None if it was not labelled there)."""
+    def earlier(self, system: _System) -> Atoms | None:
+        """The earlier relaxed structure of ``system`` (None if it was not labelled there); raises
+        :class:`InputError` if it has other atoms or another cell than the input."""
         earlier = self.systems.get(system.sid)
         if earlier is None:
             return None
@@ -538,12 +539,17 @@ class WarmStart:
                 not np.allclose(earlier.cell.array, system.atoms.cell.array, atol=1e-4):
             raise InputError(f"{structures_path(self.path)}: sid {system.sid} has other atoms or another "
                              f"cell than the input structure; warm-start only from a run on the same inputs")
-        return earlier.positions.copy()
+        return earlier
+
+    def start(self, system: _System) -> np.ndarray | None:
+        """Earlier relaxed positions of ``system`` (None if it was not labelled there)."""
+        earlier = self.earlier(system)
+        return None if earlier is None else earlier.positions.copy()
 
     def carried(self, system: _System) -> bool:
         """True if the earlier run flagged ``system`` desorbed, dissociated or surface-changed: a
         further relaxation cannot give it a meaningful adsorption energy, so its row is kept."""
-        earlier = self.systems.get(system.sid)
+        earlier = self.earlier(system)
         return earlier is not None and any(bool(earlier.info.get(k, False)) for k in CARRIED_FLAGS)
 
 
