@@ -578,6 +578,17 @@ def _single_thread_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _main_reimportable() -> bool:
+    """False when ``__main__`` names a file that does not exist (a script piped on stdin,
+    ``python - < script.py``). forkserver workers start by re-running ``__main__`` from its path, so
+    each would fail at start and the pool would replace it forever: a silent hang."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True  # python -m module
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.exists(path)  # None: python -c, REPL, Jupyter
+
+
 class _Runner:
     """Maps task functions over lists of tasks, in a process pool or in this process."""
 
@@ -587,6 +598,11 @@ class _Runner:
         self.pool: Any = None
 
     def __enter__(self) -> _Runner:
+        if self.workers > 1 and not _main_reimportable():
+            log.warning("__main__ is %r, which worker processes cannot re-import: labelling in this "
+                        "process (workers=1); run the script from a file for parallel workers",
+                        getattr(sys.modules["__main__"], "__file__", None))
+            self.workers = 1
         if self.workers > 1:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["qecat_core.label"])

@@ -375,3 +375,20 @@ def test_warm_start_continues_earlier_relaxations_to_a_tighter_fmax(tmp_path):
     with pytest.raises(InputError, match=r"nowhere\.aselmdb: missing"):
         label(inputs, tmp_path / "d.parquet", fmax=0.01, workers=1, progress=False,
               warm_start=tmp_path / "nowhere.parquet")
+
+
+def test_script_piped_on_stdin_labels_in_process_instead_of_hanging(tmp_path):
+    # forkserver workers re-run __main__ from its path; '<stdin>' does not exist, so a pool would
+    # restart failing workers forever. label() must fall back to one process and say so.
+    import subprocess
+    import sys
+
+    write_inputs(tmp_path / "in.extxyz", [on_cu111("O", "fcc", sid="a"), on_cu111("H", "ontop", sid="b")])
+    script = ("from qecat_core.label import label\n"
+              f"df = label({str(tmp_path / 'in.extxyz')!r}, {str(tmp_path / 'out.parquet')!r}, workers=2, "
+              "progress=False)\nprint(len(df), df['anomaly'].sum())\n")
+    run = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=180,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["2", "0"]
+    assert "cannot re-import: labelling in this process (workers=1)" in run.stderr
