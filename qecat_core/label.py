@@ -714,14 +714,15 @@ def _label_systems(todo: list[_System], parts: _Parts, spec: str, name: str, ver
     settings = _Settings(spec, name, version, fmax, steps, mus)
     key = (spec, version, fmax, steps, str(warm.path) if warm else None)
     if warm is not None:
-        carried = [s for s in todo if warm.carried(s)]
+        flagged = [warm.carried(s) for s in todo]
+        carried = [s for s, f in zip(todo, flagged) if f]
         for k in range(0, len(carried), CHUNK_SIZE):
             batch = carried[k:k + CHUNK_SIZE]
             parts.write_chunk([dict(warm.systems[s.sid].info) for s in batch],
                               [warm.systems[s.sid].copy() for s in batch])
         if carried:
             log.info("%d systems keep their flagged rows from %s", len(carried), warm.path)
-        todo = [s for s in todo if not warm.carried(s)]
+        todo = [s for s, f in zip(todo, flagged) if not f]
         starts = {s.sid: warm.start(s) for s in todo}
     else:
         starts = {}
