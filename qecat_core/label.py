@@ -541,15 +541,10 @@ class WarmStart:
                              f"cell than the input structure; warm-start only from a run on the same inputs")
         return earlier
 
-    def start(self, system: _System) -> np.ndarray | None:
-        """Earlier relaxed positions of ``system`` (None if it was not labelled there)."""
-        earlier = self.earlier(system)
-        return None if earlier is None else earlier.positions.copy()
-
-    def carried(self, system: _System) -> bool:
-        """True if the earlier run flagged ``system`` desorbed, dissociated or surface-changed: a
+    @staticmethod
+    def carried(earlier: Atoms | None) -> bool:
+        """True if the earlier run flagged this structure desorbed, dissociated or surface-changed: a
         further relaxation cannot give it a meaningful adsorption energy, so its row is kept."""
-        earlier = self.earlier(system)
         return earlier is not None and any(bool(earlier.info.get(k, False)) for k in CARRIED_FLAGS)
 
 
@@ -714,16 +709,16 @@ def _label_systems(todo: list[_System], parts: _Parts, spec: str, name: str, ver
     settings = _Settings(spec, name, version, fmax, steps, mus)
     key = (spec, version, fmax, steps, str(warm.path) if warm else None)
     if warm is not None:
-        flagged = [warm.carried(s) for s in todo]
-        carried = [s for s, f in zip(todo, flagged) if f]
+        earlier = [warm.earlier(s) for s in todo]  # checked against the input once per system
+        carried = [e for e in earlier if WarmStart.carried(e)]
         for k in range(0, len(carried), CHUNK_SIZE):
             batch = carried[k:k + CHUNK_SIZE]
-            parts.write_chunk([dict(warm.systems[s.sid].info) for s in batch],
-                              [warm.systems[s.sid].copy() for s in batch])
+            parts.write_chunk([dict(e.info) for e in batch], [e.copy() for e in batch])
         if carried:
             log.info("%d systems keep their flagged rows from %s", len(carried), warm.path)
-        todo = [s for s, f in zip(todo, flagged) if not f]
-        starts = {s.sid: warm.start(s) for s in todo}
+        kept = [(s, e) for s, e in zip(todo, earlier) if not WarmStart.carried(e)]
+        todo = [s for s, _ in kept]
+        starts = {s.sid: None if e is None else e.positions.copy() for s, e in kept}
     else:
         starts = {}
     slabs = parts.load_slabs()
