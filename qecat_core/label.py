@@ -224,8 +224,12 @@ def _init_worker(settings: _Settings, pool_worker: bool = False) -> None:
     _WORKER["calc"] = calc
 
 
-def relax(atoms: Atoms, calc: Any, fmax: float, steps: int) -> tuple[float, int, float, bool]:
+def relax(atoms: Atoms, calc: Any, fmax: float, steps: int,
+          maxstep: float | None = None) -> tuple[float, int, float, bool]:
     """BFGS-relax ``atoms`` in place: (energy eV, steps taken, final max force eV/Å, converged).
+
+    ``maxstep`` (Å): the largest move of any atom in one step; None keeps ASE's default (0.2 Å), the
+    labeller's protocol.
 
     When the only constraint is FixAtoms, BFGS works on the free atoms alone (an ase Filter): the
     same trajectory (fixed coordinates never move, so their Hessian block stays decoupled) with a
@@ -243,7 +247,7 @@ def relax(atoms: Atoms, calc: Any, fmax: float, steps: int) -> tuple[float, int,
             free[c.get_indices()] = False
         if free.any():
             target = Filter(atoms, mask=free)
-    opt = BFGS(target, logfile=None)
+    opt = BFGS(target, logfile=None) if maxstep is None else BFGS(target, logfile=None, maxstep=maxstep)
     converged = bool(opt.run(fmax=fmax, steps=steps))
     energy = float(atoms.get_potential_energy())
     forces = atoms.get_forces()  # with constraints applied: fixed atoms count as zero
