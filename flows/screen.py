@@ -109,12 +109,14 @@ def screen(catalog: str | None = None, checkpoint: str | None = None, mode: str 
            batch_size: int | None = None, results: str | None = None, work: str | None = None,
            name: str | None = None, verify_top_k: int | None = None, calculator: str | None = None,
            workers: int | None = None, shards_per_job: int | None = None, limit: int | None = None,
-           config: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+           config: str | None = None, run_id: str | None = None,
+           allow_unseen_elements: bool | None = None) -> dict[str, Any]:
     """Screen ``catalog`` with ``checkpoint``; returns the run summary (see qecat_core.screening.finish)."""
     cfg = load_screen_config(config, catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor,
                              slurm=slurm, shard_size=shard_size, batch_size=batch_size, results=results, work=work,
                              name=name, verify_top_k=verify_top_k, calculator=calculator, workers=workers,
-                             shards_per_job=shards_per_job, limit=limit)
+                             shards_per_job=shards_per_job, limit=limit,
+                             allow_unseen_elements=allow_unseen_elements)
     run_id = run_id or new_run_id()
     enum = enumerate_task(cfg)
     plan = plan_task(cfg, enum, run_id)
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     for field, info in ScreenConfig.model_fields.items():
         if field == "slurm":
             p.add_argument("--slurm")
+        elif info.annotation is bool:
+            p.add_argument(f"--{field.replace('_', '-')}", dest=field, action="store_const", const=True)
         else:
             kind = int if info.annotation in (int, int | None) else str
             p.add_argument(f"--{field.replace('_', '-')}", dest=field, type=kind)

@@ -258,6 +258,16 @@ class Catalog(_Strict):
             return list(itertools.combinations(self.metals, 2))
         return [tuple(p.split("-")) for p in self.pairs]
 
+    def elements(self) -> dict[str, list[str]]:
+        """The chemical elements the candidates will contain: ``{"metals": [...], "adsorbates": [...]}``
+        (metals of the pure bulks and pairs; elements of the adsorbates), each sorted."""
+        from qecat_core.model.normalizer import composition
+
+        used = set(self.metals) if self.include_pure else set()
+        used |= {m for pair in self.pair_list() for m in pair}
+        ads = {el for a in self.adsorbates for el in composition(a)}
+        return {"metals": sorted(used), "adsorbates": sorted(ads)}
+
     def lattice_constant(self, metal: str) -> float:
         return self.lattice_constants.get(metal, fcc_metals()[metal])
 

@@ -127,6 +127,8 @@ def screen_cmd(
     calculator: Annotated[Optional[str], typer.Option(help="labeller calculator for verification (default: emt)")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="local processes (default: all cores)")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="screen only this many candidates (sid-hash sample)")] = None,
+    allow_unseen_elements: Annotated[bool, typer.Option("--allow-unseen-elements", help="screen a catalog with "
+                                                        "elements the model was not trained on")] = False,
     top: Annotated[int, typer.Option(min=1, help="rows of the ranking to print")] = 20,
     prefect: Annotated[bool, typer.Option("--prefect", help="run as the Prefect flow 'screen' (ephemeral unless "
                                                            "PREFECT_API_URL is set)")] = False,
@@ -141,7 +143,8 @@ def screen_cmd(
 
     overrides = dict(catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor, slurm=slurm,
                      shard_size=shard_size, batch_size=batch_size, results=results, work=work, name=name,
-                     verify_top_k=verify_top_k, calculator=calculator, workers=workers, limit=limit)
+                     verify_top_k=verify_top_k, calculator=calculator, workers=workers, limit=limit,
+                     allow_unseen_elements=True if allow_unseen_elements else None)
     try:
         cfg = load_screen_config(config, **overrides)
         cfg.checkpoint_path()

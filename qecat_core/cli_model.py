@@ -135,6 +135,9 @@ for _st in ("graph", "align", "joint", "text"):
 
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", help="model folder (default: models/qecat-emt-v1 "
                                                                          "or $QECAT_CHECKPOINT)")]
+AllowUnseen = Annotated[bool, typer.Option("--allow-unseen-elements",
+                                            help="predict inputs with elements the model was not trained on "
+                                                 "(marked in a column unseen_elements) instead of stopping")]
 
 
 def evaluate_cmd(
@@ -170,6 +173,7 @@ def predict_cmd(
     checkpoint: Checkpoint = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     threads: Threads = None,
+    allow_unseen_elements: AllowUnseen = False,
 ) -> None:
     """Predict relaxed adsorption energies (eV) from initial structures."""
     _quiet()
@@ -178,7 +182,8 @@ def predict_cmd(
 
     try:
         ck = resolve_checkpoint(checkpoint)
-        df = predict_structures(str(ck), input, mode=mode, batch_size=batch_size, num_threads=threads)
+        df = predict_structures(str(ck), input, mode=mode, batch_size=batch_size, num_threads=threads,
+                                allow_unseen_elements=allow_unseen_elements)
         if df.empty:
             raise InputError(f"{input}: no structures")
         write_parquet_atomic(df, out)
@@ -194,6 +199,7 @@ def predict_text_cmd(
     checkpoint: Checkpoint = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     threads: Threads = None,
+    allow_unseen_elements: AllowUnseen = False,
 ) -> None:
     """Text-only prediction (eV) from CatBERTa-style configuration strings; no structures needed."""
     _quiet()
@@ -205,7 +211,8 @@ def predict_text_cmd(
         ck = resolve_checkpoint(checkpoint)
         ds = TextDataset(input, text_col=text_column, need_target=False)
         df = predict_texts(str(ck), [e.text for e in ds.examples], [e.sid for e in ds.examples],
-                           batch_size=batch_size, progress=True, num_threads=threads)
+                           batch_size=batch_size, progress=True, num_threads=threads,
+                           allow_unseen_elements=allow_unseen_elements, source=str(input))
         write_parquet_atomic(df, out)
     except QecatError as exc:
         fail(exc)

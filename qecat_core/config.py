@@ -110,6 +110,8 @@ class ScreenConfig(_Strict):
     workers: int | None = Field(None, ge=1)  # local processes (default: the CPUs available)
     shards_per_job: int | None = Field(None, ge=1)  # None: local -> spread over workers, slurm -> 1
     limit: int | None = Field(None, ge=1)  # screen only this many candidates (lowest sid hash)
+    # screen a catalog with elements the model was not trained on (its predictions there extrapolate)
+    allow_unseen_elements: bool = False
 
     @field_validator("slurm", mode="before")
     @classmethod

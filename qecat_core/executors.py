@@ -108,6 +108,7 @@ class PredictorSpec:
     batch_size: int = 32
     num_threads: int = 1
     model_id: str | None = None  # expected model id (checked after loading)
+    allow_unseen_elements: bool = False  # predict structures with elements the model was not trained on
 
 
 @runtime_checkable
@@ -183,7 +184,8 @@ class LocalPredictor:
                     yield a
 
         return predict_structures(self.model, structures(), mode=self.spec.mode, batch_size=self.spec.batch_size,
-                                  tokenizer=self.tokenizer, progress=False, num_threads=self.spec.num_threads)
+                                  tokenizer=self.tokenizer, progress=False, num_threads=self.spec.num_threads,
+                                  allow_unseen_elements=self.spec.allow_unseen_elements)
 
 
 @dataclass(frozen=True)

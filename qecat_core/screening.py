@@ -218,13 +218,40 @@ def screen_name(cfg: ScreenConfig, catalog=None) -> str:
     return catalog.name
 
 
+def check_model_elements(cfg: ScreenConfig, catalog) -> None:
+    """Refuse (one-line :class:`InputError`) a catalog with elements the screening model was not trained on.
+
+    The model's ``config.json`` lists them (``training_elements``; a model without the list is not
+    checked). ``allow_unseen_elements: true`` in the screen config screens such a catalog anyway.
+    """
+    from qecat_core.model.checkpoint import read_config
+    from qecat_core.model.elements import unseen_elements
+
+    if cfg.allow_unseen_elements:
+        return
+    checkpoint = cfg.checkpoint_path()
+    model_cfg = read_config(checkpoint)
+    trained = model_cfg.get("training_elements")
+    for field_name, els in catalog.elements().items():
+        bad = unseen_elements(els, trained)
+        if bad:
+            raise InputError(f"{cfg.catalog}: {field_name} use {', '.join(bad)}, which model "
+                             f"{model_cfg.get('model_id')} ({checkpoint}) never saw in training (trained on "
+                             f"{', '.join(trained)}); screen with a model trained on them, or set "
+                             f"allow_unseen_elements: true in the screen config (--allow-unseen-elements) "
+                             f"to screen anyway")
+
+
 def enumerate_candidates(cfg: ScreenConfig, progress: bool = False) -> Enumeration:
-    """Enumerate the catalog into the work folder, once per catalog hash and shard size."""
+    """Enumerate the catalog into the work folder, once per catalog hash and shard size.
+
+    First checks the catalog's elements against the model's (:func:`check_model_elements`)."""
     from qecat_core.catalog import load_catalog
     from qecat_core.enumerate import enumerate_catalog
 
     t0 = time.perf_counter()
     catalog = load_catalog(cfg.catalog)
+    check_model_elements(cfg, catalog)
     name = screen_name(cfg, catalog)
     paths = ScreenPaths.of(cfg, name)
     chash = catalog.content_hash()
@@ -383,7 +410,8 @@ def predictor_spec(plan: ScreenPlan) -> PredictorSpec:
     cfg = plan.cfg
     threads = cfg.slurm_settings().cpus_per_task if cfg.executor == "slurm" else 1
     return PredictorSpec(checkpoint=plan.checkpoint, mode=plan.mode, batch_size=cfg.batch_size,
-                         num_threads=threads, model_id=plan.model_id)
+                         num_threads=threads, model_id=plan.model_id,
+                         allow_unseen_elements=cfg.allow_unseen_elements)
 
 
 def run_shards(plan: ScreenPlan, jobs: Sequence[Sequence[ShardTask]] | None = None) -> list[ShardOutcome]:

@@ -89,6 +89,9 @@ def test_text_baselines_order():
     assert b["tfidf_ridge"] < 0.1  # the metal is a word the ridge sees
 
 
+ALLOW = ["--allow-unseen-elements"]
+
+
 def test_train_predict_evaluate_cli(tmp_path, data):
     rec = _recipe(tmp_path)
     r = runner.invoke(app, ["train", "graph", "--config", str(rec), "--train", str(data / "train.aselmdb"),
@@ -98,14 +101,21 @@ def test_train_predict_evaluate_cli(tmp_path, data):
     ck = str(tmp_path / "m")
 
     out = tmp_path / "pred.parquet"
+    # the model trained on Cu and Pt systems; val-id also holds Ag ones: refused, nothing written ...
+    r = runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--checkpoint", ck])
+    assert r.exit_code == 2 and "val-id.aselmdb:4: contains Ag, which model" in r.output and not out.exists()
+    r = runner.invoke(app, ["predict", str(data / "train.aselmdb"), "-o", str(out), "--checkpoint", ck])
+    assert r.exit_code == 0 and list(pd.read_parquet(out).columns) == ["sid", "e_ads_pred", "mode", "model_id"]
+    # ... unless asked for, and then marked
     for mode in ("fused", "graph", "text"):
         r = runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", mode,
-                                "--checkpoint", ck])
+                                "--checkpoint", ck, *ALLOW])
         assert r.exit_code == 0, r.output
         df = pd.read_parquet(out)
-        assert list(df.columns) == ["sid", "e_ads_pred", "mode", "model_id"] and len(df) == 12
+        assert list(df.columns) == ["sid", "e_ads_pred", "mode", "model_id", "unseen_elements"] and len(df) == 12
         assert (df["mode"] == mode).all() and np.isfinite(df["e_ads_pred"]).all()
         assert df["sid"].str.contains("-").all()  # from atoms.info['sid']
+        assert (df["unseen_elements"] == df["sid"].str.startswith("Ag-").map({True: "Ag", False: ""})).all()
 
     texts = pd.DataFrame({"text": [a.info["text"] for a in make_systems(5, seed=9)]})
     texts.to_parquet(tmp_path / "t.parquet")
@@ -117,9 +127,13 @@ def test_train_predict_evaluate_cli(tmp_path, data):
     # text mode from structures and from the same strings agree
     same = pd.DataFrame({"text": [a.info["text"] for a in make_systems(40, seed=3)[28:]]})
     same.to_parquet(tmp_path / "same.parquet")
-    runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", "text", "--checkpoint", ck])
+    runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", "text", "--checkpoint", ck,
+                        *ALLOW])
+    r = runner.invoke(app, ["predict-text", str(tmp_path / "same.parquet"), "-o", str(tmp_path / "ps.parquet"),
+                            "--checkpoint", ck])
+    assert r.exit_code == 2 and "same.parquet: row 4 (sid row-4): contains Ag" in r.output
     runner.invoke(app, ["predict-text", str(tmp_path / "same.parquet"), "-o", str(tmp_path / "ps.parquet"),
-                        "--checkpoint", ck])
+                        "--checkpoint", ck, *ALLOW])
     np.testing.assert_allclose(pd.read_parquet(out)["e_ads_pred"], pd.read_parquet(tmp_path / "ps.parquet")["e_ads_pred"],
                                atol=1e-6)
 
@@ -134,9 +148,10 @@ def test_train_predict_evaluate_cli(tmp_path, data):
         bare.append(b)
     write(tmp_path / "bare.extxyz", bare)
     for mode in ("fused", "graph"):
-        runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", mode, "--checkpoint", ck])
+        runner.invoke(app, ["predict", str(data / "val-id.aselmdb"), "-o", str(out), "--mode", mode, "--checkpoint", ck,
+                            *ALLOW])
         r = runner.invoke(app, ["predict", str(tmp_path / "bare.extxyz"), "-o", str(tmp_path / "bare.parquet"),
-                                "--mode", mode, "--checkpoint", ck])
+                                "--mode", mode, "--checkpoint", ck, *ALLOW])
         assert r.exit_code == 0, r.output
         np.testing.assert_allclose(pd.read_parquet(tmp_path / "bare.parquet")["e_ads_pred"],
                                    pd.read_parquet(out)["e_ads_pred"], atol=1e-5)

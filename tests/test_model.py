@@ -307,6 +307,35 @@ def test_text_mode_needs_no_structure(model, tokenizer):
     assert np.allclose(df["e_ads_pred"].to_numpy(), out.energy.numpy())
 
 
+def test_unseen_elements_refused_unless_allowed(model, tokenizer, systems):
+    from qecat_core.errors import InputError
+    from qecat_core.model.predict import predict_structures, predict_texts
+
+    cu, ag = systems[0], systems[32]  # the tiny model's training systems are Cu and Pt; 32.. are Ag
+    assert set(ag.get_chemical_symbols()) & {"Ag"} and "Ag" not in cu.get_chemical_symbols()
+    ads = sorted(set(cu.get_chemical_symbols()) - {"Cu"})
+    old = model.training_elements
+    try:
+        model.training_elements = tuple(sorted(["Cu", "Pt", *ads]))
+        for mode in ("fused", "graph", "text"):
+            with pytest.raises(InputError, match=r"contains Ag, which model .* never saw in training \(trained on "
+                                                 r"C?.*Cu.*Pt\).*--allow-unseen-elements"):
+                predict_structures(model, [cu, ag], mode=mode, tokenizer=tokenizer, progress=False)
+        df = predict_structures(model, [cu, ag], tokenizer=tokenizer, progress=False, allow_unseen_elements=True)
+        assert df.columns.tolist() == ["sid", "e_ads_pred", "mode", "model_id", "unseen_elements"]
+        assert df["unseen_elements"].tolist() == ["", "Ag"] and np.isfinite(df["e_ads_pred"]).all()
+        texts = [cu.info["text"], ag.info["text"]]
+        with pytest.raises(InputError, match=r"strings.parquet: row 1 \(sid b\): contains Ag"):
+            predict_texts(model, texts, sids=["a", "b"], tokenizer=tokenizer, source="strings.parquet")
+        df = predict_texts(model, texts, sids=["a", "b"], tokenizer=tokenizer, allow_unseen_elements=True)
+        assert df["unseen_elements"].tolist() == ["", "Ag"]
+        model.training_elements = None  # a model saved without the record: nothing is checked
+        assert predict_structures(model, [ag], tokenizer=tokenizer, progress=False).columns.tolist() == \
+            ["sid", "e_ads_pred", "mode", "model_id"]
+    finally:
+        model.training_elements = old
+
+
 def test_graph_mode_and_normalizer(model, tokenizer, dataset):
     from qecat_core.model.normalizer import Normalizer
 
@@ -463,6 +492,11 @@ def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
     jlog = json.loads((tmp_path / "joint" / "train_log.jsonl").read_text().splitlines()[0])
     assert jlog["train"]["pair"] > 0
     m, tok = load_model(tmp_path / "joint")
+    trained = sorted(StructureDataset(train).elements)  # the training systems' metals (Cu, Pt) + adsorbates
+    assert {"Cu", "Pt"} <= set(trained) and "Ag" not in trained  # (the validation systems are Ag)
+    for stage in ("graph", "align", "joint"):
+        assert json.loads((tmp_path / stage / "config.json").read_text())["training_elements"] == trained, stage
+    assert m.training_elements == tuple(trained)
     metrics, preds = evaluate(m, StructureDataset(val), tok, plot_dir=tmp_path / "plots")
     assert set(metrics) == {"fused", "graph", "text"} and (tmp_path / "plots" / "parity_fused.png").stat().st_size > 0
     assert len(preds) == 3 * 8

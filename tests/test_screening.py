@@ -99,6 +99,37 @@ def test_config_errors_are_one_line(tmp_path):
         load_slurm_settings(f)
 
 
+def test_catalog_with_elements_the_model_never_saw_is_refused_before_enumerating(base, tmp_path):
+    from qecat_core.catalog import load_catalog
+    from qecat_core.model.checkpoint import load_model, save_model
+    from qecat_core.screening import check_model_elements
+    from tests.screening_fixtures import write_catalog
+
+    m, tok = load_model(base["models"][0])
+    m.training_elements = ("Cu", "H", "O", "Pt")
+    save_model(m, tok, tmp_path / "model")
+    ok = write_catalog(tmp_path / "ok.yaml")
+    rh = write_catalog(tmp_path / "rh.yaml", metals=["Cu", "Pt", "Rh"], pairs=["Cu-Rh"])
+    nh = write_catalog(tmp_path / "nh.yaml", adsorbates=["*O", "*NH2"])
+    assert load_catalog(rh).elements() == {"metals": ["Cu", "Pt", "Rh"], "adsorbates": ["H", "O"]}
+    cfg = dict(checkpoint=tmp_path / "model", work=tmp_path / "runs", results=tmp_path / "results")
+    check_model_elements(load_screen_config(None, catalog=ok, **cfg), load_catalog(ok))
+    with pytest.raises(InputError, match=r"rh.yaml: metals use Rh, which model .* never saw in training "
+                                         r"\(trained on Cu, H, O, Pt\).*allow_unseen_elements"):
+        check_model_elements(load_screen_config(None, catalog=rh, **cfg), load_catalog(rh))
+    with pytest.raises(InputError, match="nh.yaml: adsorbates use N, which"):
+        check_model_elements(load_screen_config(None, catalog=nh, **cfg), load_catalog(nh))
+    check_model_elements(load_screen_config(None, catalog=rh, allow_unseen_elements=True, **cfg), load_catalog(rh))
+    # the CLI stops with the one-line error (exit 2) before enumerating anything
+    res = runner.invoke(app, ["screen", "--catalog", str(rh), "--checkpoint", str(tmp_path / "model"),
+                              "--work", str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
+    assert res.exit_code == 2 and "metals use Rh" in res.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+    # a model saved without the record is not checked
+    check_model_elements(load_screen_config(None, catalog=rh, checkpoint=base["models"][0], work=tmp_path / "w"),
+                         load_catalog(rh))
+
+
 def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
     import submitit
 

@@ -3,7 +3,9 @@
 Layout of a model folder::
 
     config.json        format, model config (graph/lm/fusion hyper-parameters, backbone name),
-                       tokenizer special ids, normalizer (eV), model_id, parameter counts, extra info
+                       tokenizer special ids, normalizer (eV), training_elements (the chemical
+                       elements of the training set; null if not recorded), model_id,
+                       parameter counts, extra info
     model.safetensors  weights (tied LM embeddings stored once); ``model.pt`` is also read
     tokenizer/         transformers tokenizer folder (AutoTokenizer.from_pretrained works on it)
     metrics.json       evaluation metrics (written by training / evaluation)
@@ -84,6 +86,8 @@ def save_model(model, tokenizer, out_dir: str | Path, metrics: dict | None = Non
         "bos_token_id": model.bos_token_id,
         "eos_token_id": model.eos_token_id,
         "normalizer": model.normalizer.to_dict(),
+        "training_elements": (None if getattr(model, "training_elements", None) is None
+                              else sorted(model.training_elements)),
         "params": model.describe(),
         "units": {"energy": "eV", "length": "Angstrom"},
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -145,6 +149,8 @@ def load_model(model_dir: str | Path, verify: bool = True):
             raise InputError(f"{d / WEIGHTS}: weights do not match config.json model_id "
                              f"{cfg.get('model_id')} (got {got}): corrupt or replaced file")
     model.model_id = cfg.get("model_id")
+    trained = cfg.get("training_elements")
+    model.training_elements = None if trained is None else tuple(str(e) for e in trained)
     model.eval()
     return model, tokenizer
 

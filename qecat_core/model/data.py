@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from qecat_core.errors import InputError
 from qecat_core.infer import complete_metadata, identify_adsorbate
+from qecat_core.model.elements import text_elements
 from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
 from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
 from qecat_core.tags import ensure_tags
@@ -45,6 +46,7 @@ class Example:
     system_id: str | None = None
     data: Any = None  # fairchem AtomicData of the prepared (cropped) structure, or None for text-only
     disp: np.ndarray | None = None  # [n_atoms, 3] relaxed - initial positions (Å, minimum image), prepared order
+    elements: frozenset[str] = frozenset()  # chemical symbols of the whole structure and of the text
 
 
 @dataclass
@@ -152,8 +154,9 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
     ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None) or identify_adsorbate(atoms)
     prepared = prepare_atoms(atoms, crop_radius, max_num_elements, name)
     disp = prepared.arrays.pop("qecat_disp", None)
+    elements = frozenset(atoms.get_chemical_symbols()) | (text_elements(text) if text else frozenset())
     return Example(sid=sid, text=text, target=target, adsorbate=ads, system_id=atoms.info.get("system_id"),
-                   data=atoms_to_data(prepared), disp=disp)
+                   data=atoms_to_data(prepared), disp=disp, elements=elements)
 
 
 class _Examples(Dataset):
@@ -174,6 +177,11 @@ class _Examples(Dataset):
     @property
     def adsorbates(self) -> list[str | None]:
         return [e.adsorbate for e in self.examples]
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """Every chemical element in the examples' structures and configuration strings."""
+        return frozenset().union(*(e.elements for e in self.examples))
 
 
 class StructureDataset(_Examples):
@@ -256,7 +264,7 @@ class TextDataset(_Examples):
                 if need_target:
                     continue
                 y = None
-            self.examples.append(Example(sid=s, text=t, target=y, adsorbate=a, system_id=g))
+            self.examples.append(Example(sid=s, text=t, target=y, adsorbate=a, system_id=g, elements=text_elements(t)))
         if not self.examples:
             raise InputError(f"{name}: no rows with a finite target")
 

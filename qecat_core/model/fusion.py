@@ -112,6 +112,8 @@ class QECatModel(nn.Module):
         self.align_text = nn.Linear(H, fc["align_dim"])
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / fc["init_temperature"])))
         self.normalizer = normalizer or Normalizer()
+        # chemical symbols of the training set (qecat_core.model.elements); None: not recorded
+        self.training_elements: tuple[str, ...] | None = None
         # Built last, so that switching it on leaves every other module's random init unchanged.
         self.disp_head = None
         if self.config["graph"].get("displacement_head"):

@@ -4,6 +4,11 @@ Both functions return a pandas DataFrame with columns ``sid``, ``e_ads_pred`` (e
 ``model_id``, one row per input, in input order. ``model`` is a model folder (loaded with
 :func:`qecat_core.model.checkpoint.load_model`) or an already loaded ``QECatModel`` (then pass its
 tokenizer for the text and fused modes).
+
+An input with a chemical element the model never saw in training (``training_elements`` in its
+``config.json``) raises :class:`InputError` naming the input and the element, before anything is
+returned; with ``allow_unseen_elements=True`` it is predicted, and a fifth column
+``unseen_elements`` (comma-separated symbols, empty for the others) marks it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 import torch
 from ase import Atoms
 
-from qecat_core.errors import QecatError
+from qecat_core.errors import InputError, QecatError
+from qecat_core.model.elements import unseen_elements, unseen_message
 from qecat_core.model.fusion import MODES
 
 COLUMNS = ("sid", "e_ads_pred", "mode", "model_id")
@@ -46,18 +52,29 @@ def _model_id(model) -> str:
     return weights_hash(model)  # of the weights as they are now (a live model may have trained on)
 
 
-def _frame(rows: list[dict]):
+def _frame(rows: list[dict], allow_unseen: bool = False):
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return pd.DataFrame(rows, columns=list(COLUMNS) + (["unseen_elements"] if allow_unseen else []))
+
+
+def _unseen(model, ex, name: str, allow: bool) -> str:
+    """Comma-separated elements of ``ex`` the model never saw; raises unless ``allow``."""
+    trained = getattr(model, "training_elements", None)
+    bad = unseen_elements(ex.elements, trained)
+    if bad and not allow:
+        raise InputError(unseen_message(name, bad, getattr(model, "model_id", None), trained))
+    return ",".join(bad)
 
 
 def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: str = "fused", batch_size: int = 32,
-                       tokenizer=None, progress: bool = True, num_threads: int | None = None):
+                       tokenizer=None, progress: bool = True, num_threads: int | None = None,
+                       allow_unseen_elements: bool = False):
     """Predict E_ads (eV) for every structure (an iterable of Atoms, or a path ``iter_structures`` reads).
 
     ``mode``: fused | graph | text (text uses ``atoms.info['text']`` or generates it from metadata).
-    Tags are inferred when absent; bad structures raise :class:`InputError` naming them.
+    Tags are inferred when absent; bad structures raise :class:`InputError` naming them, and so do
+    elements the model was not trained on unless ``allow_unseen_elements`` (module docstring).
     """
     from qecat_core.model.data import Collator, example_from_atoms
 
@@ -77,36 +94,42 @@ def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: st
     rows: list[dict] = []
     model.eval()
 
-    def flush(examples):
+    def flush(examples, unseen):
         batch = collate(examples)
         out = model(batch, mode)
-        rows.extend({"sid": s, "e_ads_pred": float(e), "mode": mode, "model_id": model_id}
-                    for s, e in zip(batch.sids, out.energy.tolist()))
+        rows.extend({"sid": s, "e_ads_pred": float(e), "mode": mode, "model_id": model_id, "unseen_elements": u}
+                    for s, e, u in zip(batch.sids, out.energy.tolist(), unseen))
 
     from tqdm.auto import tqdm
 
     with _threads(num_threads), torch.inference_mode(), tqdm(total=total, desc=f"predict[{mode}]", unit="struct",
                                                               disable=not progress) as bar:
-        buf = []
+        buf, unseen = [], []
         for i, atoms in enumerate(structures):
             ex = example_from_atoms(atoms, i, gcfg["crop_radius"], gcfg["max_num_elements"],
                                     need_text=mode != "graph", need_target=False)
             if mode == "text":
                 ex.data = None
+            unseen.append(_unseen(model, ex, str(atoms.info.get("source", ex.sid)), allow_unseen_elements))
             buf.append(ex)
             if len(buf) >= batch_size:
-                flush(buf)
+                flush(buf, unseen)
                 bar.update(len(buf))
-                buf = []
+                buf, unseen = [], []
         if buf:
-            flush(buf)
+            flush(buf, unseen)
             bar.update(len(buf))
-    return _frame(rows)
+    return _frame(rows, allow_unseen_elements)
 
 
 def predict_texts(model, texts: Sequence[str], sids: Sequence[str] | None = None, batch_size: int = 64,
-                  tokenizer=None, progress: bool = False, num_threads: int | None = None):
-    """Text-only prediction (eV) from configuration strings; no structure needed."""
+                  tokenizer=None, progress: bool = False, num_threads: int | None = None,
+                  allow_unseen_elements: bool = False, source: str = "texts"):
+    """Text-only prediction (eV) from configuration strings; no structure needed.
+
+    A string naming an element the model was not trained on raises :class:`InputError` (``source``,
+    row and sid in the message) unless ``allow_unseen_elements``.
+    """
     from qecat_core.model.data import Collator, TextDataset
 
     model, tokenizer = _resolve(model, tokenizer)
@@ -114,10 +137,12 @@ def predict_texts(model, texts: Sequence[str], sids: Sequence[str] | None = None
         raise QecatError("text prediction needs the model's tokenizer")
     texts = list(texts)
     if not texts:
-        return _frame([])
+        return _frame([], allow_unseen_elements)
     if sids is not None and len(sids) != len(texts):
         raise QecatError(f"{len(sids)} sids for {len(texts)} texts")
     ds = TextDataset(texts, need_target=False, sids=sids)
+    unseen = [_unseen(model, ex, f"{source}: row {i} (sid {ex.sid})", allow_unseen_elements)
+              for i, ex in enumerate(ds.examples)]
     collate = Collator(tokenizer, model.config["fusion"]["max_length"], use_graph=False)
     model_id = _model_id(model)
     rows: list[dict] = []
@@ -128,6 +153,6 @@ def predict_texts(model, texts: Sequence[str], sids: Sequence[str] | None = None
         for start in tqdm(range(0, len(ds), batch_size), desc="predict[text]", unit="batch", disable=not progress):
             batch = collate(ds.examples[start:start + batch_size])
             out = model(batch, "text")
-            rows.extend({"sid": s, "e_ads_pred": float(e), "mode": "text", "model_id": model_id}
-                        for s, e in zip(batch.sids, out.energy.tolist()))
-    return _frame(rows)
+            rows.extend({"sid": s, "e_ads_pred": float(e), "mode": "text", "model_id": model_id, "unseen_elements": u}
+                        for s, e, u in zip(batch.sids, out.energy.tolist(), unseen[start:start + batch_size]))
+    return _frame(rows, allow_unseen_elements)

@@ -322,6 +322,8 @@ def transplant_lm(model, tok, source: str | Path) -> None:
         raise InputError(f"{source}: its LM architecture differs from the graph model's")
     model.lm.load_state_dict(other.lm.state_dict())
     model.text_head.load_state_dict(other.text_head.state_dict())
+    if other.training_elements is not None:
+        model.training_elements = tuple(sorted(set(model.training_elements or ()) | set(other.training_elements)))
 
 
 def _save_state(resume_dir: Path, model, tok, opt, sched, state: dict) -> None:
@@ -387,6 +389,8 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
     val_ds = _load_split(val_path, stage, cfg, gcfg, cfg["limit_val"])
     if model is None:
         model, tok = _build_new_model(train_ds, cfg, train_path)
+    # the elements the model has now been trained on (a fine-tune adds its data's to the earlier ones)
+    model.training_elements = tuple(sorted(set(model.training_elements or ()) | train_ds.elements))
     model.train()
 
     steps_per_epoch = (len(system_batches([e.system_id for e in train_ds.examples], cfg["batch_size"],
