@@ -440,6 +440,16 @@ def test_info_nce_lower_for_matched_pairs():
     assert matched < math.log(32) < shuffled + 1.0
 
 
+def test_weighted_regression_loss():
+    from qecat_core.model.losses import regression_loss
+
+    p, t = torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 0.0, 0.0])
+    for kind in ("l1", "mse", "huber"):
+        assert torch.allclose(regression_loss(p, t, kind, torch.ones(3)), regression_loss(p, t, kind))
+    assert regression_loss(p, t, "l1", torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(0.5)
+    assert regression_loss(p, t, "l1", torch.tensor([0.0, 1.0, 3.0])).item() == pytest.approx(10 / 4)
+
+
 def test_pair_loss_and_system_batches():
     from qecat_core.model.losses import pair_loss
     from qecat_core.model.train import system_batches
@@ -487,10 +497,13 @@ def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
     alog = [json.loads(line) for line in (tmp_path / "align" / "train_log.jsonl").read_text().splitlines()]
     assert {"nce", "distill", "fused", "text", "graph"} <= set(alog[0]["train"])
     rj = train_stage("joint", train, val, tmp_path / "joint",
-                     {**cfg, "epochs": 1, "init_from": str(tmp_path / "align"), "w_pair": 1.0, "group_batches": True})
+                     {**cfg, "epochs": 1, "init_from": str(tmp_path / "align"), "w_pair": 1.0, "group_batches": True,
+                      "ads_weight_power": 1.0})
     assert rj["epochs_done"] == 1
     jlog = json.loads((tmp_path / "joint" / "train_log.jsonl").read_text().splitlines()[0])
     assert jlog["train"]["pair"] > 0
+    weights = json.loads((tmp_path / "joint" / "config.json").read_text())["train_config"]["_ads_weights"]
+    assert len(weights) == 4 and len(set(weights.values())) > 1  # four adsorbates, weighted by their spread
     m, tok = load_model(tmp_path / "joint")
     trained = sorted(StructureDataset(train).elements)  # the training systems' metals (Cu, Pt) + adsorbates
     assert {"Cu", "Pt"} <= set(trained) and "Ag" not in trained  # (the validation systems are Ag)

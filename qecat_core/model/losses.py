@@ -6,15 +6,22 @@ import torch
 import torch.nn.functional as F
 
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """L1 (default) or MSE between normalised predictions and targets, mean over the batch."""
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1",
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 (default) or MSE between normalised predictions and targets, mean over the batch
+    (weighted by ``weight`` [B] when given: sum(w * loss) / sum(w))."""
     if kind == "l1":
-        return F.l1_loss(pred, target)
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    if kind == "huber":
-        return F.smooth_l1_loss(pred, target, beta=0.1)
-    raise ValueError(f"unknown regression loss {kind!r}")
+        per = F.l1_loss(pred, target, reduction="none")
+    elif kind == "mse":
+        per = F.mse_loss(pred, target, reduction="none")
+    elif kind == "huber":
+        per = F.smooth_l1_loss(pred, target, beta=0.1, reduction="none")
+    else:
+        raise ValueError(f"unknown regression loss {kind!r}")
+    if weight is None:
+        return per.mean()
+    weight = weight.to(per.dtype)
+    return (per * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 def info_nce(z_graph: torch.Tensor, z_text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -85,6 +85,10 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "relaxed": None,  # relaxed structures with the training sids (e.g. data/emt-v1/labels.aselmdb), for w_disp
     "w_pair": 0.0,  # weight of the within-system pairwise (energy difference) loss, see losses.pair_loss
     "group_batches": False,  # batches of whole systems (all placements of a system together)
+    # adsorbate-balanced regression losses: each example weighted by (s / s_a) ** power, s_a the spread
+    # (std, eV) of its adsorbate's training energies after the normaliser's offsets, s that of all;
+    # weights scaled to mean 1 over the training set. 0 = unweighted (see adsorbate_weights)
+    "ads_weight_power": 0.0,
     "model": {},  # overrides of fusion.default_model_config(): {"graph": {...}, "lm": {...}, "fusion": {...}}
 }
 
@@ -190,17 +194,56 @@ def _lr_lambda(cfg: dict, total_steps: int):
 # losses per stage
 
 
+def adsorbate_weights(normalizer, targets: Sequence[float], adsorbates: Sequence[str | None],
+                      power: float) -> dict[str, float]:
+    """Loss weight per adsorbate key: (s / s_a) ** ``power``, scaled to mean 1 over the examples.
+
+    s_a is the standard deviation of the adsorbate's normalised training targets (after the
+    per-adsorbate offsets), s that of all targets. With ``power`` 1 every adsorbate's errors count
+    relative to its own spread: an adsorbate whose placements differ by a few meV (``*H``) weighs as
+    much as one whose differ by tenths of an eV (``*N2``). Adsorbates with fewer than 2 examples get s.
+
+    >>> from qecat_core.model.normalizer import Normalizer
+    >>> e, a = [0.0, 0.2, -1.0, -1.1, -0.9, -1.0], ["*O", "*O", "*H", "*H", "*H", "*H"]
+    >>> w = adsorbate_weights(Normalizer.fit(e, a), e, a, 1.0)
+    >>> w["H"] > 1 > w["O"], round((2 * w["O"] + 4 * w["H"]) / 6, 6)
+    (True, 1.0)
+    """
+    from qecat_core.model.normalizer import adsorbate_key
+
+    y = normalizer.normalize(torch.tensor(list(targets), dtype=torch.float64), list(adsorbates)).double().numpy()
+    keys = [adsorbate_key(a) for a in adsorbates]
+    karr = np.array(keys)
+    s = float(y.std()) or 1.0
+    raw = {}
+    for k in sorted(set(keys)):
+        yk = y[karr == k]
+        sk = float(yk.std()) if len(yk) >= 2 else s
+        raw[k] = (s / max(sk, 1e-3 * s)) ** float(power)
+    mean = float(np.mean([raw[k] for k in keys]))
+    return {k: v / mean for k, v in raw.items()}
+
+
 def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of one batch and its parts (floats), for ``stage``.
 
     With ``cfg['w_pair']`` > 0 the stage's main prediction (graph / text / fused, or the joint stage's
     mode of this batch) also gets :func:`~qecat_core.model.losses.pair_loss` over placements of the
-    same system (use with ``group_batches`` so that batches hold whole systems).
+    same system (use with ``group_batches`` so that batches hold whole systems). With
+    ``cfg['_ads_weights']`` (set by :func:`train_stage` from ``ads_weight_power``) the regression
+    losses on E_ads are weighted per adsorbate (:func:`adsorbate_weights`).
     """
-    from qecat_core.model.losses import distillation_loss, info_nce, pair_loss, regression_loss
+    from qecat_core.model.losses import distillation_loss, info_nce, pair_loss
+    from qecat_core.model.losses import regression_loss as _regression_loss
+    from qecat_core.model.normalizer import adsorbate_key
 
     y = model.normalizer.normalize(batch.targets, batch.adsorbates)
     kind = cfg["loss"]
+    weights = cfg.get("_ads_weights")
+    wb = None if not weights else torch.tensor([weights.get(adsorbate_key(a), 1.0) for a in batch.adsorbates])
+
+    def regression_loss(pred, target, kind):
+        return _regression_loss(pred, target, kind, wb)
     parts: dict[str, torch.Tensor] = {}
     if stage == "graph" and cfg["w_disp"]:
         if batch.disp is None:
@@ -391,6 +434,10 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         model, tok = _build_new_model(train_ds, cfg, train_path)
     # the elements the model has now been trained on (a fine-tune adds its data's to the earlier ones)
     model.training_elements = tuple(sorted(set(model.training_elements or ()) | train_ds.elements))
+    if cfg["ads_weight_power"]:
+        cfg["_ads_weights"] = adsorbate_weights(model.normalizer, train_ds.targets, train_ds.adsorbates,
+                                                float(cfg["ads_weight_power"]))
+        log.info("adsorbate loss weights: %s", {k: round(v, 3) for k, v in cfg["_ads_weights"].items()})
     model.train()
 
     steps_per_epoch = (len(system_batches([e.system_id for e in train_ds.examples], cfg["batch_size"],
