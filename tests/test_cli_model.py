@@ -40,7 +40,8 @@ def data(tmp_path_factory):
 def test_recipes_shipped_and_errors(tmp_path):
     from qecat_core.model.train import load_recipe
 
-    for name in ("emt-v1", "emt-v2", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "emt-v1-l3d", "oc20-text"):
+    for name in ("emt-v1", "emt-v2", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "emt-v1-l3d", "emt-v1-ft",
+                 "emt-v1-adsw", "oc20-text"):
         rec = load_recipe(name)
         assert rec["stages"]
     assert load_recipe("emt-v1-l3")["common"]["model"]["graph"]["num_layers"] == 3
@@ -49,6 +50,8 @@ def test_recipes_shipped_and_errors(tmp_path):
     shipped = load_recipe("emt-v1")["graph"]
     assert shipped["w_disp"] > 0 and shipped["model"]["graph"]["displacement_head"] and shipped["relaxed"]
     assert "w_disp" not in load_recipe("emt-v1-nodisp")["graph"]
+    ft, adsw = load_recipe("emt-v1-ft")["graph"], load_recipe("emt-v1-adsw")["graph"]  # differ in the weights only
+    assert adsw["ads_weight_power"] == 1.0 and {**adsw, "ads_weight_power": 0.0} == ft
     v1, v2 = load_recipe("emt-v1"), load_recipe("emt-v2")  # the same recipe on the relabelled dataset
     v1.pop("_path"), v2.pop("_path")
     assert json.loads(json.dumps(v2).replace("data/emt-v2", "data/emt-v1")) == v1
