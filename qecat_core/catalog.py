@@ -261,11 +261,11 @@ class Catalog(_Strict):
     def elements(self) -> dict[str, list[str]]:
         """The chemical elements the candidates will contain: ``{"metals": [...], "adsorbates": [...]}``
         (metals of the pure bulks and pairs; elements of the adsorbates), each sorted."""
-        from qecat_core.model.normalizer import composition
+        from qecat_core.adsorbates import get_adsorbate
 
         used = set(self.metals) if self.include_pure else set()
         used |= {m for pair in self.pair_list() for m in pair}
-        ads = {el for a in self.adsorbates for el in composition(a)}
+        ads = {el for a in self.adsorbates for el in get_adsorbate(a).atoms.get_chemical_symbols()}
         return {"metals": sorted(used), "adsorbates": sorted(ads)}
 
     def lattice_constant(self, metal: str) -> float:
