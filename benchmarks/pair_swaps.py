@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(ROOT / "data" / "emt-v1"))
     ap.add_argument("--split", default="val-id")
     ap.add_argument("--reruns", default=None, help="label_noise.py -o output: sid, seed, e_total")
+    ap.add_argument("--adsorbate", default=None, help="only the pairs of this adsorbate's systems (e.g. '*H')")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -85,15 +86,21 @@ def main() -> None:
         delta = runs.loc[df.index].sub(labels.loc[df.index, "e_total"], axis=0)
         for seed in [s for s in runs.columns if s != 0]:
             preds[f"rerun {seed}"] = df["e_ads_true"].to_numpy() + delta[seed].to_numpy()
-    t = pair_table(df["e_ads_true"].to_numpy(), df["system_id"].astype(str).tolist(), preds)
+    keep = np.ones(len(df), bool) if args.adsorbate is None else (df["adsorbate"] == args.adsorbate).to_numpy()
+    if not keep.any():
+        raise SystemExit(f"--adsorbate {args.adsorbate!r}: no {args.split} structures with that adsorbate")
+    t = pair_table(df["e_ads_true"].to_numpy()[keep], df["system_id"].astype(str)[keep].tolist(),
+                   {k: v[keep] for k, v in preds.items()})
     t["label gap (eV)"] = pd.cut(t["gap"], BINS)
     out = t.groupby("label gap (eV)", observed=True).agg(pairs=("gap", "size"), **{
         f"swapped, {k}": (k, "mean") for k in preds})
     total = pd.DataFrame({"pairs": [len(t)], **{f"swapped, {k}": [t[k].mean()] for k in preds}}, index=["all"])
     out = pd.concat([out, total])
     fmt = {c: "{:.1%}".format for c in out.columns if c.startswith("swapped")}
-    print(f"{args.checkpoint} ({args.mode}) on {args.split}: {len(df)} flag-free structures, {len(t)} "
-          f"within-system pairs with distinct labels")
+    print(f"{args.checkpoint} ({args.mode}) on {args.split}: {int(keep.sum())} flag-free structures"
+          f"{'' if args.adsorbate is None else ' of ' + args.adsorbate}, {len(t)} within-system pairs with "
+          f"distinct labels; median gap of the pairs the model swaps: "
+          f"{t.loc[t[next(iter(preds))], 'gap'].median() * 1000:.1f} meV")
     print(out.to_string(formatters=fmt))
 
     from qecat_core.model.evaluate import discrimination
