@@ -7,12 +7,14 @@ One concept per module (heavy dependencies are imported by the submodules, not h
 * ``graph``      backbone registry (``escn_md``; ``equiformer_v2`` raises), structure cropping, pooling
 * ``lm``         tiny Qwen2ForCausalLM from scratch, or any local Qwen checkpoint (``load_lm``)
 * ``normalizer`` E_ads normalisation (mean/std, per-adsorbate and per-element references)
-* ``losses``     L1/MSE, InfoNCE, distillation
+* ``losses``     L1/MSE (optionally weighted), InfoNCE, distillation, pair loss
+* ``elements``   the chemical elements a model was trained on; inputs outside them are refused
 * ``fusion``     ``QECatModel``: modes fused | text | graph
 * ``data``       structure / text datasets, ``Collator`` -> ``Batch``
 * ``checkpoint`` ``save_model`` / ``load_model`` (model folders)
 * ``train``      ``train_stage(stage, train_path, val_path, out_dir, config)``: graph | text | align | joint
 * ``evaluate``   MAE, within 0.1 eV, configuration discrimination (Spearman per system), parity plots
-* ``predict``    ``predict_structures`` / ``predict_texts`` -> DataFrame(sid, e_ads_pred, mode, model_id)
+* ``predict``    ``predict_structures`` / ``predict_texts`` -> DataFrame(sid, e_ads_pred, mode, model_id
+                 [, unseen_elements with ``allow_unseen_elements``])
 * ``bench``      timing helpers
 """
