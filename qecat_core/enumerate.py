@@ -23,11 +23,16 @@ from ase import Atoms
 
 from qecat_core.adsorbates import get_adsorbate
 from qecat_core.catalog import BulkSpec, Catalog
-from qecat_core.infer import slab_formula
+from qecat_core.infer import infer_miller, slab_formula
 from qecat_core.placement import classify_site, place
 from qecat_core.sites import install_templates, template_sites
 from qecat_core.slabs import A_REF, bulk_formula, geometry_kind, realize_slab, slab_templates
 from qecat_core.text import configuration_text, miller_text, slab_neighbor_symbols
+
+#: Bump when the same catalog would enumerate differently (site naming, placement choice), so that
+#: cached enumerations (``manifest.json``) are redone. 2: fcc/hcp hollows on every close-packed
+#: surface, decided from the geometry rather than the catalog's Miller index.
+ENUMERATION_VERSION = 2
 
 CANDIDATE_COLUMNS = [
     "sid", "system_id", "slab_id", "bulk", "bulk_formula", "prototype", "metal_a", "metal_b",
@@ -81,6 +86,9 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
             sites = template_sites(template, symm_reduce=not is_random)
             cell2 = np.array(slab.cell)[:2, :2]
             slab_nbrs = slab_neighbor_symbols(slab)
+            # fcc/hcp hollows are a close-packed-surface notion: the cubic (111), whatever the index
+            # in the cell the slab was cut from (the primitive (100) of a pure or random fcc slab is one)
+            close_packed = infer_miller(slab) == (1, 1, 1)
             for smiles in catalog.adsorbates:
                 ads = get_adsorbate(smiles)
                 oriented = ads.oriented()
@@ -130,7 +138,7 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                     meta["text"] = configuration_text(atoms, ads.text_name, formula, miller, slab_nbrs)
                     found.append(Candidate(atoms, meta))
                 found = [c for c in found if c.meta["site_type"] != "none"]  # lifted off: not bound
-                if tuple(miller) != (1, 1, 1):  # fcc/hcp is a (111) notion; elsewhere a 3-fold hollow
+                if not close_packed:  # elsewhere a 3-fold hollow
                     for c in found:
                         if c.meta["site_type"] in ("hollow-fcc", "hollow-hcp"):
                             c.meta["site_type"] = "hollow-3fold"
@@ -225,7 +233,8 @@ def enumerate_catalog(catalog: Catalog, out_dir: str | Path, shard_size: int = 1
                       workers: int | None = None, progress: bool = True, force: bool = False) -> dict:
     """Write the candidate shards and index of ``catalog`` to ``out_dir``; return the manifest.
 
-    If ``out_dir/manifest.json`` exists for the same catalog hash and shard size, nothing is redone.
+    If ``out_dir/manifest.json`` exists for the same catalog hash, shard size and
+    :data:`ENUMERATION_VERSION`, nothing is redone.
     """
     import pandas as pd
 
@@ -237,7 +246,8 @@ def enumerate_catalog(catalog: Catalog, out_dir: str | Path, shard_size: int = 1
     manifest_path = out_dir / "manifest.json"
     if manifest_path.exists() and not force:
         old = json.loads(manifest_path.read_text())
-        if old.get("catalog_hash") == chash and old.get("shard_size") == shard_size:
+        if (old.get("catalog_hash") == chash and old.get("shard_size") == shard_size
+                and old.get("enumeration_version", 1) == ENUMERATION_VERSION):
             return old
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
@@ -277,6 +287,7 @@ def enumerate_catalog(catalog: Catalog, out_dir: str | Path, shard_size: int = 1
         raise RuntimeError(f"{dup} duplicate sids in enumeration of {catalog.name}: this is a bug")
     manifest = {
         "catalog": catalog.name, "catalog_hash": chash, "shard_size": shard_size,
+        "enumeration_version": ENUMERATION_VERSION,
         "n_candidates": len(df), "n_systems": int(df["system_id"].nunique()),
         "n_bulks": len(catalog.bulk_specs()), "shards": shards,
         "seconds": round(time.perf_counter() - t0, 2),

@@ -3,8 +3,9 @@
 :func:`run_screen` does, for a :class:`~qecat_core.config.ScreenConfig`:
 
 1. :func:`enumerate_candidates` — the catalog into ``.aselmdb`` shards under
-   ``WORK/<screen>/enumerations/<catalog hash>-s<shard size>/`` (cached by catalog hash; a lock
-   file keeps two runs from enumerating into the same folder at once);
+   ``WORK/<screen>/enumerations/<catalog hash>-s<shard size>/`` (cached by catalog hash and
+   :data:`~qecat_core.enumerate.ENUMERATION_VERSION`; a lock file keeps two runs from enumerating
+   into the same folder at once);
 2. :func:`plan_screen` — the candidates not yet predicted by this model (``model_id``, the weights
    hash, and ``mode``) according to the results dataset; per enumeration shard one
    :class:`~qecat_core.executors.ShardTask` with those candidates (none when all are done), keyed by

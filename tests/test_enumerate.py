@@ -32,6 +32,11 @@ def test_index_and_shards(tiny):
     # (111) hollows are told apart
     assert {"hollow-fcc", "hollow-hcp"} <= set(df.loc[df.miller == "(1 1 1)", "site_type"])
     assert "hollow-4fold" in set(df.loc[df.miller == "(1 0 0)", "site_type"])
+    # fcc/hcp wherever the surface is close-packed: the pure and random slabs are cut from the
+    # primitive cell, whose (1 0 0) is the cubic (111); the L1_2 slab's cubic (1 0 0) is not
+    prim100 = df[(df.miller == "(1 0 0)") & df.prototype.isin(["fcc", "random-0.5"])]
+    assert {"hollow-fcc", "hollow-hcp"} <= set(prim100["site_type"]) and "hollow-3fold" not in set(prim100["site_type"])
+    assert "hollow-4fold" in set(df.loc[(df.miller == "(1 0 0)") & (df.prototype == "L1_2-A3B"), "site_type"])
     # text matches the OC20/CatBERTa layout and the site words
     for text, site in zip(df["text"], df["site_type"]):
         ads, bulk, rest = text.split("</s>")
@@ -112,7 +117,19 @@ def test_parallel_equals_serial(tiny_catalog_dict):
     assert serial == parallel
 
 
-def test_rerun_is_cached(tiny):
+def test_rerun_is_cached(tiny, tmp_path):
+    import json
+    import shutil
+
+    from qecat_core.enumerate import ENUMERATION_VERSION
+
     cat, out, manifest = tiny
     again = enumerate_catalog(cat, out, shard_size=50, workers=1, progress=False)
-    assert again == manifest
+    assert again == manifest and manifest["enumeration_version"] == ENUMERATION_VERSION
+    # an enumeration written by an earlier version of the code (no version in its manifest) is redone
+    shutil.copytree(out, tmp_path / "old")
+    old = {k: v for k, v in manifest.items() if k != "enumeration_version"}
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps({**old, "n_candidates": -1}))
+    redone = enumerate_catalog(cat, tmp_path / "old", shard_size=50, workers=1, progress=False)
+    assert redone["enumeration_version"] == ENUMERATION_VERSION and redone["n_candidates"] == manifest["n_candidates"]
+    assert redone["shards"] == manifest["shards"]
