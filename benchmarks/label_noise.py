@@ -13,12 +13,14 @@ symmetry that the dataset's exact starts keep, so this is a sensitivity, not a p
 E_ads of a rerun = label E_ads + (rerun total energy − label total energy): the clean slab and the
 gas references are unchanged.
 
+Prints the per-system Spearman ρ (``discrimination``, the metric of ``qecat evaluate``) of each
+rerun against the labels, of the mean of the reruns against the labels, and (``--checkpoint``) the
+model's fused ρ against the labels and against the mean of the reruns.
+
 ``--maxstep`` (Å) changes the protocol: BFGS moves no atom by more than that in one step (the
-labeller uses ASE's default, 0.2 Å). The unperturbed rerun is then a relabelling of its own; it is
-compared with the labels, and the moved reruns are scored against it rather than against the labels.
-(With the labeller's protocol the unperturbed rerun *is* the labels, so both readings agree.) Prints the per-system Spearman ρ (``discrimination``, the metric of
-``qecat evaluate``) of each rerun against the labels, of the mean of the reruns against the labels,
-and (``--checkpoint``) the model's fused ρ against the labels and against the mean of the reruns.
+labeller uses ASE's default, 0.2 Å). The unperturbed rerun is then a relabelling of its own: it is
+compared with the labels, and the moved reruns and their mean are scored against it instead of the
+labels. (With the labeller's protocol the unperturbed rerun *is* the labels, so both readings agree.)
 """
 
 from __future__ import annotations
