@@ -674,3 +674,47 @@ def test_graph_stage_with_relaxation_displacements(tmp_path, systems, data_files
     a = systems[0].copy()
     a.info["pos_relaxed"] = relaxed[0].positions  # OC20's name for the relaxed positions
     np.testing.assert_allclose(example_from_atoms(a).disp, ds.examples[0].disp, atol=1e-9)
+
+
+def test_refine_runs_the_second_pass_on_the_predicted_relaxed_structure(tokenizer, dataset, systems):
+    from qecat_core.model.data import Collator, StructureDataset
+    from qecat_core.model.fusion import QECatModel
+
+    def build(**graph):
+        torch.manual_seed(0)
+        cfg = {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], **graph}}
+        return QECatModel(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                          tokenizer.eos_token_id).eval()
+
+    with pytest.raises(QecatError, match="refine needs model.graph.displacement_head"):
+        build(refine=True)
+    two, one = build(displacement_head=True, refine=True), build(displacement_head=True)
+    assert two.state_dict().keys() == one.state_dict().keys()  # no new weights: the passes share them
+    collate = Collator(tokenizer, 256)
+    b = collate(dataset.examples[:6])
+    pos0 = b.graph["pos"].clone()
+    with torch.inference_mode():
+        disp, _ = two.displacement(b)
+        pred_two = two(b, "graph").pred
+        fused_two = two(b, "fused").pred
+        pred_one = one(b, "graph").pred
+    assert torch.equal(b.graph["pos"], pos0)  # the input batch is not moved
+    assert not torch.allclose(pred_two, pred_one)
+    # the same as one pass on the structures moved by the first pass's displacement (free atoms only)
+    moved = collate(dataset.examples[:6])
+    free = (moved.graph["tags"] >= 1)[:, None]
+    moved.graph["pos"] = moved.graph["pos"] + torch.where(free, disp, 0.0)
+    assert float(disp[~free[:, 0]].abs().max()) > 0  # the head predicts something for fixed atoms too ...
+    with torch.inference_mode():
+        torch.testing.assert_close(one(moved, "graph").pred, pred_two, atol=1e-5, rtol=0)
+        assert torch.isfinite(fused_two).all()
+    # ... which is not applied; and the two passes keep the prediction invariant to rotations
+    a = systems[5].copy()
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    r = a.copy()
+    r.set_cell(a.cell.array @ rot.T, scale_atoms=False)
+    r.positions = a.positions @ rot.T
+    with torch.inference_mode():
+        p = two(collate(StructureDataset([a, r]).examples), "graph").energy
+    assert abs(float(p[0] - p[1])) < 1e-3

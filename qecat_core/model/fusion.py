@@ -123,11 +123,34 @@ class QECatModel(nn.Module):
             if core is None or int(getattr(core, "lmax", 0)) < 1:
                 raise QecatError("model.graph.displacement_head needs an eSCN-MD backbone with lmax >= 1")
             self.disp_head = Linear_Force_Head(core)
+        self.refine = bool(self.config["graph"].get("refine"))
+        if self.refine and self.disp_head is None:
+            raise QecatError("model.graph.refine needs model.graph.displacement_head: true")
 
     # ---------------------------------------------------------------------------------------
     @property
     def prefix_len(self) -> int:
         return self.max_atom_tokens + 1
+
+    def encode_graph(self, graph, need_disp: bool = False):
+        """GraphOutput of a graph batch, and the predicted relaxation displacement [N, 3] (Å) or None.
+
+        With ``model.graph.refine`` the backbone runs twice: the first pass predicts each free atom's
+        relaxation displacement (the displacement head), the free atoms (tags 1, 2) are moved by it
+        (no gradient through the move) and the second pass, on the moved structure, gives the
+        embeddings every head reads. Without it, one pass; the displacement only if ``need_disp``.
+        """
+        if not self.refine:
+            if not need_disp:
+                return self.graph(graph), None
+            g = self.graph(graph, full=True)
+            return g, self.disp_head(graph, {"node_embedding": g.full})["forces"]
+        g1 = self.graph(graph, full=True)
+        moved = graph.clone()
+        disp = self.disp_head(graph, {"node_embedding": g1.full})["forces"]
+        free = (graph["tags"] >= TAG_SURFACE)[:, None]
+        moved["pos"] = moved["pos"] + torch.where(free, disp.detach().to(moved["pos"].dtype), 0.0)
+        return self.graph(moved), disp
 
     def build_prefix(self, g) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix embeddings [B, K+1, H] and their attention mask [B, K+1] from a GraphOutput."""
@@ -170,7 +193,7 @@ class QECatModel(nn.Module):
         if mode in ("fused", "graph"):
             if batch.graph is None:
                 raise QecatError(f"mode {mode!r} needs structures; this batch has text only (use mode 'text')")
-            g = self.graph(batch.graph)
+            g, _ = self.encode_graph(batch.graph)
         if mode == "graph":
             pred = self.graph_head(g.pooled).squeeze(-1)
             return ModelOutput(pred=pred, energy=self.normalizer.denormalize(pred.detach(), batch.adsorbates),
@@ -200,8 +223,7 @@ class QECatModel(nn.Module):
             raise QecatError("this model has no displacement head (model.graph.displacement_head: true)")
         if batch.graph is None:
             raise QecatError("displacements need structures; this batch has text only")
-        g = self.graph(batch.graph, full=True)
-        disp = self.disp_head(batch.graph, {"node_embedding": g.full})["forces"]
+        g, disp = self.encode_graph(batch.graph, need_disp=True)
         return disp, self.graph_head(g.pooled).squeeze(-1)
 
     # ---------------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ DEFAULT_GRAPH_CONFIG: dict[str, Any] = {
     # an equivariant per-atom vector head (fairchem's Linear_Force_Head on the l=0,1 node features) that
     # predicts each atom's relaxation displacement (Å): the auxiliary IS2RS target of ``w_disp`` training
     "displacement_head": False,
+    # two passes: the second runs on the structure moved by the first pass's predicted displacement
+    # (needs displacement_head; every energy head then reads the second pass), see QECatModel.encode_graph
+    "refine": False,
 }
 
 
@@ -166,6 +169,11 @@ class ESCNMDInvariant(nn.Module):
         self.max_num_elements = max_num_elements
 
     def forward(self, batch, full: bool = False) -> torch.Tensor:
+        # fairchem caches the edge targets of the graph it built in its input ("scatter_target") and
+        # reuses them on the next call: stale once positions (hence edges) change, e.g. the second pass
+        # of ``model.graph.refine``. The graph is rebuilt on every call, so drop the cache first.
+        if "scatter_target" in batch:
+            del batch["scatter_target"]
         emb = self.backbone(batch)["node_embedding"]
         return emb if full else emb[:, 0, :]
 
