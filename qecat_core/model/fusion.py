@@ -138,7 +138,9 @@ class QECatModel(nn.Module):
         With ``model.graph.refine`` the backbone runs twice: the first pass predicts each free atom's
         relaxation displacement (the displacement head), the free atoms (tags 1, 2) are moved by it
         (no gradient through the move) and the second pass, on the moved structure, gives the
-        embeddings every head reads. Without it, one pass; the displacement only if ``need_disp``.
+        embeddings every head reads. The move is detached unless ``model.graph.refine_grad``, which
+        lets the energy losses train the first pass's displacement too. Without ``refine``, one pass;
+        the displacement only if ``need_disp``.
         """
         if not self.refine:
             if not need_disp:
@@ -149,7 +151,8 @@ class QECatModel(nn.Module):
         moved = graph.clone()
         disp = self.disp_head(graph, {"node_embedding": g1.full})["forces"]
         free = (graph["tags"] >= TAG_SURFACE)[:, None]
-        moved["pos"] = moved["pos"] + torch.where(free, disp.detach().to(moved["pos"].dtype), 0.0)
+        step = disp if self.config["graph"].get("refine_grad") else disp.detach()
+        moved["pos"] = moved["pos"] + torch.where(free, step.to(moved["pos"].dtype), 0.0)
         return self.graph(moved), disp
 
     def build_prefix(self, g) -> tuple[torch.Tensor, torch.Tensor]:

@@ -64,6 +64,7 @@ DEFAULT_GRAPH_CONFIG: dict[str, Any] = {
     # two passes: the second runs on the structure moved by the first pass's predicted displacement
     # (needs displacement_head; every energy head then reads the second pass), see QECatModel.encode_graph
     "refine": False,
+    "refine_grad": False,  # with refine: gradients of the energy losses flow through the move
 }
 
 
