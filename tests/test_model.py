@@ -719,25 +719,3 @@ def test_refine_runs_the_second_pass_on_the_predicted_relaxed_structure(tokenize
         p = two(collate(StructureDataset([a, r]).examples), "graph").energy
     assert abs(float(p[0] - p[1])) < 1e-3
 
-
-def test_prefetched_keeps_order_raises_where_the_item_would_be_and_stops_on_close():
-    import threading
-
-    from qecat_core.model.predict import _prefetched
-
-    assert list(_prefetched(iter(range(50)), depth=2)) == list(range(50))
-
-    def failing():
-        yield 1
-        yield 2
-        raise InputError("bad.cif:2: broken")
-
-    got = []
-    with pytest.raises(InputError, match="bad.cif:2"):
-        for x in _prefetched(failing()):
-            got.append(x)
-    assert got == [1, 2]
-    g = _prefetched(iter(range(1000)), depth=2)
-    assert next(g) == 0
-    g.close()  # a consumer that stops early leaves no producer thread behind
-    assert not any(t.name == "qecat-prepare" for t in threading.enumerate())

@@ -46,54 +46,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
-    """``items`` produced in a background thread, up to ``depth`` ahead, in order.
-
-    Reading and preparing structures (numpy and Python) then overlaps the model's batches (torch
-    releases the GIL). An exception in the producer is raised here, where the item would have come.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
-        except BaseException as exc:  # noqa: BLE001  (re-raised in the consumer)
-            q.put((done, exc))
-
-    thread = threading.Thread(target=produce, name="qecat-prepare", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.1)
-
-
 def _model_id(model) -> str:
     from qecat_core.model.checkpoint import weights_hash
 
@@ -148,8 +100,10 @@ def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: st
         rows.extend({"sid": s, "e_ads_pred": float(e), "mode": mode, "model_id": model_id, "unseen_elements": u}
                     for s, e, u in zip(batch.sids, out.energy.tolist(), unseen))
 
-    def batches() -> Iterator[tuple[list, list[str]]]:
-        """Prepared examples (tags, text, cropped graph) and their unseen elements, a batch at a time."""
+    from tqdm.auto import tqdm
+
+    with _threads(num_threads), torch.inference_mode(), tqdm(total=total, desc=f"predict[{mode}]", unit="struct",
+                                                              disable=not progress) as bar:
         buf, unseen = [], []
         for i, atoms in enumerate(structures):
             ex = example_from_atoms(atoms, i, gcfg["crop_radius"], gcfg["max_num_elements"],
@@ -159,18 +113,12 @@ def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: st
             unseen.append(_unseen(model, ex, str(atoms.info.get("source", ex.sid)), allow_unseen_elements))
             buf.append(ex)
             if len(buf) >= batch_size:
-                yield buf, unseen
+                flush(buf, unseen)
+                bar.update(len(buf))
                 buf, unseen = [], []
         if buf:
-            yield buf, unseen
-
-    from tqdm.auto import tqdm
-
-    with _threads(num_threads), torch.inference_mode(), tqdm(total=total, desc=f"predict[{mode}]", unit="struct",
-                                                              disable=not progress) as bar:
-        for examples, unseen in _prefetched(batches()):
-            flush(examples, unseen)
-            bar.update(len(examples))
+            flush(buf, unseen)
+            bar.update(len(buf))
     return _frame(rows, allow_unseen_elements)
 
 
