@@ -220,7 +220,8 @@ class QECatModel(nn.Module):
         """Predicted relaxation displacement of every atom [N, 3] (Å) and the normalised graph prediction [B].
 
         Returns ``(disp, pred)``; needs ``model.graph.displacement_head``. The displacement is an
-        equivariant l=1 read-out of the same node features the energy heads use.
+        equivariant l=1 read-out of the backbone's node features (with ``refine``: of the first pass,
+        on the initial structure; the energy heads read the second).
         """
         if self.disp_head is None:
             raise QecatError("this model has no displacement head (model.graph.displacement_head: true)")
