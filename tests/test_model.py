@@ -125,6 +125,25 @@ def _batch(tokenizer, examples, **kw):
     return Collator(tokenizer, 256, **kw)(examples)
 
 
+def _tiny_model(tokenizer, **graph):
+    """TINY_MODEL with extra ``model.graph`` options, seeded, in eval mode."""
+    from qecat_core.model.fusion import QECatModel
+
+    torch.manual_seed(0)
+    cfg = {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], **graph}}
+    return QECatModel(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                      tokenizer.eos_token_id).eval()
+
+
+def _rotated_about_normal(atoms: Atoms, theta: float = 0.7) -> tuple[Atoms, np.ndarray]:
+    """A copy of ``atoms`` (cell and positions) rotated by ``theta`` about z, and the rotation matrix."""
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    r = atoms.copy()
+    r.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    r.positions = atoms.positions @ rot.T
+    return r, rot
+
+
 # --------------------------------------------------------------------------------------------
 # tokenizer
 
@@ -601,15 +620,8 @@ def test_unknown_element_for_graph_channel(systems):
 
 def test_displacement_head_leaves_init_unchanged_and_is_equivariant(tokenizer, dataset, systems):
     from qecat_core.model.data import Collator, StructureDataset
-    from qecat_core.model.fusion import QECatModel
 
-    def build(head: bool):
-        torch.manual_seed(0)
-        cfg = {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], "displacement_head": head}}
-        return QECatModel(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
-                          tokenizer.eos_token_id).eval()
-
-    plain, with_head = build(False), build(True)
+    plain, with_head = _tiny_model(tokenizer, displacement_head=False), _tiny_model(tokenizer, displacement_head=True)
     sd = with_head.state_dict()
     assert any(k.startswith("disp_head.") for k in sd)
     for k, v in plain.state_dict().items():  # the head is built last: every other module starts the same
@@ -619,11 +631,7 @@ def test_displacement_head_leaves_init_unchanged_and_is_equivariant(tokenizer, d
 
     # rotating the structure about the surface normal rotates the predicted displacements
     a = systems[5].copy()
-    theta = 0.7
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    b = a.copy()
-    b.set_cell(a.cell.array @ rot.T, scale_atoms=False)
-    b.positions = a.positions @ rot.T
+    b, rot = _rotated_about_normal(a)
     ex = StructureDataset([a, b]).examples
     with torch.inference_mode():
         d, pred = with_head.displacement(Collator(tokenizer, 256)(ex))
@@ -678,17 +686,11 @@ def test_graph_stage_with_relaxation_displacements(tmp_path, systems, data_files
 
 def test_refine_runs_the_second_pass_on_the_predicted_relaxed_structure(tokenizer, dataset, systems):
     from qecat_core.model.data import Collator, StructureDataset
-    from qecat_core.model.fusion import QECatModel
-
-    def build(**graph):
-        torch.manual_seed(0)
-        cfg = {**TINY_MODEL, "graph": {**TINY_MODEL["graph"], **graph}}
-        return QECatModel(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
-                          tokenizer.eos_token_id).eval()
 
     with pytest.raises(QecatError, match="refine needs model.graph.displacement_head"):
-        build(refine=True)
-    two, one = build(displacement_head=True, refine=True), build(displacement_head=True)
+        _tiny_model(tokenizer, refine=True)
+    two = _tiny_model(tokenizer, displacement_head=True, refine=True)
+    one = _tiny_model(tokenizer, displacement_head=True)
     assert two.state_dict().keys() == one.state_dict().keys()  # no new weights: the passes share them
     collate = Collator(tokenizer, 256)
     b = collate(dataset.examples[:6])
@@ -710,11 +712,7 @@ def test_refine_runs_the_second_pass_on_the_predicted_relaxed_structure(tokenize
         assert torch.isfinite(fused_two).all()
     # ... which is not applied; and the two passes keep the prediction invariant to rotations
     a = systems[5].copy()
-    theta = 0.7
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    r = a.copy()
-    r.set_cell(a.cell.array @ rot.T, scale_atoms=False)
-    r.positions = a.positions @ rot.T
+    r, _ = _rotated_about_normal(a)
     with torch.inference_mode():
         p = two(collate(StructureDataset([a, r]).examples), "graph").energy
     assert abs(float(p[0] - p[1])) < 1e-3

@@ -137,9 +137,9 @@ class QECatModel(nn.Module):
 
         With ``model.graph.refine`` the backbone runs twice: the first pass predicts each free atom's
         relaxation displacement (the displacement head), the free atoms (tags 1, 2) are moved by it
-        and the second pass, on the moved structure, gives the embeddings every head reads. The move is detached unless ``model.graph.refine_grad``, which
-        lets the energy losses train the first pass's displacement too. Without ``refine``, one pass;
-        the displacement only if ``need_disp``.
+        and the second pass, on the moved structure, gives the embeddings every head reads. The move
+        is detached unless ``model.graph.refine_grad``, which lets the energy losses train the first
+        pass's displacement too. Without ``refine``, one pass; the displacement only if ``need_disp``.
         """
         if not self.refine:
             if not need_disp:
