@@ -141,14 +141,13 @@ class QECatModel(nn.Module):
         is detached unless ``model.graph.refine_grad``, which lets the energy losses train the first
         pass's displacement too. Without ``refine``, one pass; the displacement only if ``need_disp``.
         """
+        if not (self.refine or need_disp):
+            return self.graph(graph), None
+        g = self.graph(graph, full=True)
+        disp = self.disp_head(graph, {"node_embedding": g.full})["forces"]
         if not self.refine:
-            if not need_disp:
-                return self.graph(graph), None
-            g = self.graph(graph, full=True)
-            return g, self.disp_head(graph, {"node_embedding": g.full})["forces"]
-        g1 = self.graph(graph, full=True)
+            return g, disp
         moved = graph.clone()
-        disp = self.disp_head(graph, {"node_embedding": g1.full})["forces"]
         free = (graph["tags"] >= TAG_SURFACE)[:, None]
         step = disp if self.config["graph"].get("refine_grad") else disp.detach()
         moved["pos"] = moved["pos"] + torch.where(free, step.to(moved["pos"].dtype), 0.0)
