@@ -41,7 +41,8 @@ def test_recipes_shipped_and_errors(tmp_path):
     from qecat_core.model.train import load_recipe
 
     for name in ("emt-v1", "emt-v2", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "emt-v1-l3d", "emt-v1-ft",
-                 "emt-v1-adsw", "oc20-text"):
+                 "emt-v1-adsw", "emt-v1-refine", "emt-v1-refine-grad", "emt-v1-refine-lit", "emt-v1-refine-grad-lit",
+                 "oc20-text"):
         rec = load_recipe(name)
         assert rec["stages"]
     assert load_recipe("emt-v1-l3")["common"]["model"]["graph"]["num_layers"] == 3
@@ -64,6 +65,33 @@ def test_recipes_shipped_and_errors(tmp_path):
         load_recipe(bad)
     with pytest.raises(InputError, match="no such recipe file or shipped recipe"):
         load_recipe("nope")
+
+
+def test_shipped_checkpoint_was_trained_by_the_shipped_recipe():
+    """models/qecat-emt-v1 comes from emt-v1-refine-grad-lit: two graph passes with gradients through the
+    move, then align and joint with the graph channel locked (joint keeps its best text-only epoch); the
+    recipe differs from emt-v1-refine-grad only in those align/joint settings."""
+    from pathlib import Path
+
+    from qecat_core.model.train import load_recipe
+
+    rec = load_recipe("emt-v1-refine-grad-lit")
+    g = rec["graph"]["model"]["graph"]
+    assert g["refine"] and g["refine_grad"] and g["displacement_head"] and rec["graph"]["w_disp"] > 0
+    for st in ("align", "joint"):
+        assert rec[st]["freeze"] == ["graph", "graph_head", "disp_head"]
+    assert rec["joint"]["monitor"] == "text"
+    base = load_recipe("emt-v1-refine-grad")
+    for r in (rec, base):
+        r.pop("_path")
+        for st in ("align", "joint"):
+            r[st].pop("freeze", None)
+            r[st].pop("monitor", None)
+    assert rec == base
+    cfg = json.loads((Path(__file__).resolve().parent.parent / "models/qecat-emt-v1/config.json").read_text())
+    assert cfg["model"]["graph"]["refine"] and cfg["model"]["graph"]["refine_grad"]
+    assert cfg["stage"] == "joint" and cfg["train_config"]["monitor"] == "text"
+    assert cfg["train_config"]["freeze"] == ["graph", "graph_head", "disp_head"]
 
 
 def test_split_table_is_fixed_and_stable():
