@@ -10,8 +10,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CATALOG = ROOT / "catalogs" / "bimetallics.yaml"
-# the default catalog gives 35,640 candidates for 15 adsorbates: 2,376 per adsorbate
-PER_ADSORBATE = 2376
+# the default catalog gave 35,640 candidates for 15 adsorbates (2,376 per adsorbate) on 2026-11-26 and
+# 35,100 (2,340 per adsorbate) on 2026-11-27 (docs/data.md); catalog_for sizes catalogs by the smaller
+PER_ADSORBATE = 2340
 
 
 def catalog_for(n: int, out_dir: Path) -> tuple[Path, str]:
