@@ -31,8 +31,10 @@ from qecat_core.text import configuration_text, miller_text, slab_neighbor_symbo
 
 #: Bump when the same catalog would enumerate differently (site naming, placement choice), so that
 #: cached enumerations (``manifest.json``) are redone. 2: fcc/hcp hollows on every close-packed
-#: surface, decided from the geometry rather than the catalog's Miller index.
-ENUMERATION_VERSION = 2
+#: surface, decided from the geometry rather than the catalog's Miller index. 3: sites judged
+#: equivalent by their surroundings (``qecat_core.sites``) and sids hashed from noise-proof position
+#: bins (:func:`structure_hash`), so that every machine enumerates the same candidates.
+ENUMERATION_VERSION = 3
 
 CANDIDATE_COLUMNS = [
     "sid", "system_id", "slab_id", "bulk", "bulk_formula", "prototype", "metal_a", "metal_b",
@@ -49,12 +51,31 @@ def _hash(*parts, size: int = 8) -> str:
     return h.hexdigest()
 
 
+#: Where the edges of the 0.001 Å bins of :func:`structure_hash` sit, as a fraction of a bin (1/pi).
+#: Not a round decimal, so a round-decimal coordinate (0.5 x a lattice constant given to 4
+#: decimals, say) is never on an edge, where the 1e-15 Å differences between machines' arithmetic
+#: would put it in either bin.
+BIN_OFFSET = 0.3183098861837907
+
+
+def position_bins(x: np.ndarray, step: float = 0.001) -> np.ndarray:
+    """Integer bins of width ``step`` (Å) with edges off the round decimals (:data:`BIN_OFFSET`).
+
+    >>> x = np.array([1.8075 - 1e-12, 1.8075, 1.8075 + 1e-12, -0.0, 0.0])
+    >>> position_bins(x).tolist()
+    [1807, 1807, 1807, 0, 0]
+    >>> np.round(x, 3).tolist()[:3]                 # plain rounding: 1.8075 is on an edge
+    [1.807, 1.808, 1.808]
+    """
+    return np.floor(np.asarray(x, dtype=np.float64) / step + BIN_OFFSET).astype(np.int64)
+
+
 def structure_hash(atoms: Atoms, size: int = 8) -> str:
-    """Hash of numbers, positions (0.001 Å) and cell: equal structures give equal hashes."""
-    pos = np.round(atoms.positions, 3) + 0.0  # +0.0 turns -0.0 into 0.0
-    cell = np.round(np.array(atoms.cell), 3) + 0.0
-    return _hash(atoms.numbers.astype(np.int16).tobytes(), pos.tobytes(), cell.tobytes(),
-                 atoms.get_tags().astype(np.int8).tobytes(), size=size)
+    """Hash of numbers, binned positions and cell (:func:`position_bins`) and tags: equal
+    structures give equal hashes, and so do copies that differ by floating-point noise."""
+    return _hash(atoms.numbers.astype(np.int16).tobytes(), position_bins(atoms.positions).tobytes(),
+                 position_bins(np.array(atoms.cell)).tobytes(), atoms.get_tags().astype(np.int8).tobytes(),
+                 size=size)
 
 
 @dataclass

@@ -133,3 +133,41 @@ def test_rerun_is_cached(tiny, tmp_path):
     redone = enumerate_catalog(cat, tmp_path / "old", shard_size=50, workers=1, progress=False)
     assert redone["enumeration_version"] == ENUMERATION_VERSION and redone["n_candidates"] == manifest["n_candidates"]
     assert redone["shards"] == manifest["shards"]
+
+
+def test_same_candidates_under_floating_point_noise(tiny_catalog_dict, monkeypatch):
+    """Machines differ in the last bits of the cut slabs: moves of 1e-12 Å must not change a sid.
+
+    Before ENUMERATION_VERSION 3 they did (site equivalence from pymatgen's symmetry reduction,
+    positions rounded to 0.001 Å with round decimals on the rounding edges).
+    """
+    import dataclasses
+
+    import qecat_core.enumerate as en
+    import qecat_core.sites as sites
+    import qecat_core.slabs as slabs
+
+    d = dict(tiny_catalog_dict, facets=["111", "100", "211"])
+    cat = Catalog.model_validate(d)
+
+    def run() -> list[str]:
+        slabs._TEMPLATES.clear()
+        sites._SITES.clear()
+        return _sids(cat)
+
+    clean = run()
+    rng = np.random.default_rng(0)
+    cut, realize = slabs._cut_templates, en.realize_slab
+
+    def noisy(atoms):
+        atoms = atoms.copy()
+        atoms.positions += rng.normal(0.0, 1e-12, atoms.positions.shape)
+        return atoms
+
+    monkeypatch.setattr(slabs, "_cut_templates",
+                        lambda *a: tuple(dataclasses.replace(t, atoms=noisy(t.atoms)) for t in cut(*a)))
+    monkeypatch.setattr(en, "realize_slab", lambda *a, **k: noisy(realize(*a, **k)))
+    moved = run()
+    slabs._TEMPLATES.clear()
+    sites._SITES.clear()
+    assert moved == clean
