@@ -29,8 +29,9 @@ _SITES: dict[tuple[int, bool], tuple[SlabTemplate, np.ndarray]] = {}
 def template_sites(template: SlabTemplate, symm_reduce: bool) -> np.ndarray:
     """In-plane fractional coordinates (n, 2) of the adsorption sites of ``template``.
 
-    ``symm_reduce=True`` keeps one site per symmetry-equivalent set (ordered alloys, pure metals);
-    ``False`` keeps all of them (random alloys, whose substitution breaks the symmetry).
+    ``symm_reduce=True`` keeps one site per environment (:func:`equivalent` fingerprints; ordered
+    alloys, pure metals); ``False`` keeps all of them (random alloys, whose substitution breaks the
+    symmetry).
     """
     key = (id(template), symm_reduce)
     if key not in _SITES:  # keep the template referenced so its id is never reused
