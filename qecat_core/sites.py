@@ -104,7 +104,9 @@ def environment_fingerprint(atoms, site: np.ndarray) -> np.ndarray:
     probe = np.asarray(site, float) + [0.0, 0.0, PROBE_HEIGHT]
     cell = np.array(atoms.cell)
     symbols = np.array(atoms.get_chemical_symbols())
-    n_img = [int(np.ceil(FP_CUTOFF / np.linalg.norm(cell[i]))) + 1 for i in (0, 1)]
+    # images needed along each in-plane vector: the cutoff over the cell's height across it
+    area = np.linalg.norm(np.cross(cell[0], cell[1]))
+    n_img = [int(np.ceil(FP_CUTOFF * np.linalg.norm(cell[1 - i]) / area)) + 1 for i in (0, 1)]
     shifts = np.array([i * cell[0] + j * cell[1] for i in range(-n_img[0], n_img[0] + 1)
                        for j in range(-n_img[1], n_img[1] + 1)])
     rows = []
