@@ -33,7 +33,8 @@ test: setup
 	$(PY) -m pytest
 
 # A local, offline Prefect server + process worker with the deployments of prefect.yaml
-# (screen/bimetallics, nightly); state and logs in .prefect/. See docs/screening.md.
+# (screen/bimetallics, nightly); state and logs in .prefect/ (QECAT_PREFECT_HOME, QECAT_PREFECT_PORT).
+# Both idempotent; a second `make serve` re-deploys. See docs/screening.md, "Nightly schedule".
 serve: setup
 	$(PY) -m flows.serve start
 

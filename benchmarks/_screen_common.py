@@ -19,7 +19,7 @@ def catalog_for(n: int, out_dir: Path) -> tuple[Path, str]:
     """``bimetallics.yaml`` with enough OC20 adsorbates for at least ``n`` candidates (the screen
     then takes exactly ``n`` with ``limit``); returns the file and the screen name. Sizes that need
     the same adsorbates share the catalog (and so its cached enumeration)."""
-    from qecat_core.catalog import oc20_adsorbate_smiles
+    from qecat_core.catalog.schema import oc20_adsorbate_smiles
 
     data = yaml.safe_load(BASE_CATALOG.read_text())
     k = max(1, math.ceil(n * 1.05 / PER_ADSORBATE))

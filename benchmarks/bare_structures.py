@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import time
 
-
 import qecat_core  # noqa: F401
 
 PRIMITIVE_TO_CUBIC = {(1, 1, 1): (1, 1, 1), (1, 0, 0): (1, 1, 1), (1, 1, 0): (1, 0, 0), (2, 1, 1): (1, 1, 0)}
@@ -33,12 +32,12 @@ def main() -> None:
 
     import torch
 
-    from qecat_core.infer import complete_metadata
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
+    from qecat_core.common.tags import ensure_tags
+    from qecat_core.enumerate.infer import complete_metadata
     from qecat_core.model.checkpoint import load_model
     from qecat_core.model.data import StructureDataset, _parse_miller
     from qecat_core.model.evaluate import predict_dataset, regression_metrics
-    from qecat_core.tags import ensure_tags
 
     torch.set_num_threads(args.threads)
     full = [a for a in iter_structures(f"{args.data_dir}/{args.split}.aselmdb") if not a.info.get("anomaly")]

@@ -16,8 +16,8 @@ import tempfile
 import time
 
 import qecat_core  # noqa: F401
-from qecat_core.catalog import load_catalog
-from qecat_core.enumerate import enumerate_catalog
+from qecat_core.catalog.schema import load_catalog
+from qecat_core.enumerate.candidates import enumerate_catalog
 
 
 def main() -> None:

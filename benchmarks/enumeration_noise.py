@@ -24,9 +24,9 @@ def _enumerate(args: tuple[str, float, int]) -> list[str]:
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    import qecat_core.enumerate as en
-    import qecat_core.slabs as slabs
-    from qecat_core.catalog import load_catalog
+    import qecat_core.enumerate.candidates as en
+    import qecat_core.enumerate.slabs as slabs
+    from qecat_core.catalog.schema import load_catalog
 
     if sigma > 0:
         rng = np.random.default_rng(seed)

@@ -41,19 +41,19 @@ _CALC: dict = {}
 
 def perturbed(atoms, sid: str, sigma: float, seed: int):
     """A copy of ``atoms`` with every free atom moved by N(0, sigma²) Å per coordinate (seeded by sid)."""
-    from qecat_core.label import _fixed_mask
+    from qecat_core.common.hashing import fixed_mask
 
     atoms = atoms.copy()
     if sigma > 0:
         rng = np.random.default_rng([seed, int(hashlib.sha256(sid.encode()).hexdigest()[:12], 16)])
-        free = ~_fixed_mask(atoms)
+        free = ~fixed_mask(atoms)
         atoms.positions[free] += rng.normal(0.0, sigma, size=(int(free.sum()), 3))
     return atoms
 
 
 def _rerun(task: tuple[str, object, float, int, float, int, float | None]) -> tuple[str, int, float, int]:
-    from qecat_core.calculators import get_calculator
-    from qecat_core.label import relax
+    from qecat_core.calculators.registry import get_calculator
+    from qecat_core.label.relax import relax
 
     sid, atoms, sigma, seed, fmax, steps, maxstep = task
     if "emt" not in _CALC:
@@ -84,7 +84,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
     from qecat_core.model.evaluate import discrimination
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -21,8 +21,9 @@ import qecat_core  # noqa: F401
 def main() -> None:
     import pandas as pd
 
-    from qecat_core.dataset import write_subset, sample_candidates
-    from qecat_core.label import label
+    from qecat_core.enumerate.candidates import sample_candidates
+    from qecat_core.label.dataset import write_subset
+    from qecat_core.label.relax import label
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--candidates", default="data/emt-v1/candidates")

@@ -32,8 +32,8 @@ def main() -> None:
     import torch
     from ase.db import connect
 
-    from qecat_core.calculators import get_calculator
-    from qecat_core.label import relax
+    from qecat_core.calculators.registry import get_calculator
+    from qecat_core.label.relax import relax
     from qecat_core.model.checkpoint import load_model
     from qecat_core.model.data import StructureDataset
     from qecat_core.model.evaluate import discrimination, predict_dataset

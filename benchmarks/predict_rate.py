@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
     from qecat_core.model.checkpoint import load_model
     from qecat_core.model.predict import predict_structures
 

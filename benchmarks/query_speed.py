@@ -6,9 +6,9 @@ Writes ``rows`` synthetic predictions in the layout the pipeline writes
 (``predictions/screen=S/model=M/run_date=D/part-<run>.parquet``, one file per run, ``--runs``
 files) plus the ``candidates`` file, with ~5.5 placements per system like the default catalog, and
 the ranking snapshot each run writes (``rankings/screen=S/ranking-<run>.parquet``: the AdsorbML
-ranking of every prediction so far, computed with :func:`qecat_core.ranking.rank_systems` as
+ranking of every prediction so far, computed with :func:`qecat_core.results.ranking.rank_systems` as
 ``qecat screen`` does).
-Then times, with :func:`qecat_core.query.connect` (views registered the same way as ``qecat query``):
+Then times, with :func:`qecat_core.results.query.connect` (views registered the same way as ``qecat query``):
 
 * ``connect_s``: opening the connection and registering the views;
 * per query, the first (cold) run and the median of ``--repeat`` warm runs:
@@ -50,7 +50,7 @@ def synthesize(out: Path, rows: int, runs: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from qecat_core.ranking import rank_systems, snapshot_table
+    from qecat_core.results.ranking import rank_systems, snapshot_table
 
     rng = np.random.default_rng(seed)
     placements = 5.5
@@ -107,7 +107,7 @@ def main() -> None:
     args = p.parse_args()
     import shutil
 
-    from qecat_core.query import RANKING_SQL, connect
+    from qecat_core.results.query import RANKING_SQL, connect
 
     shutil.rmtree(args.out, ignore_errors=True)
     t0 = time.perf_counter()

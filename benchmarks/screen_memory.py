@@ -39,8 +39,9 @@ def _phase(phase: str, n: int, args) -> dict:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("warp").setLevel(logging.ERROR)
-    from qecat_core.config import load_screen_config
-    from qecat_core.screening import enumerate_candidates, run_screen
+    from qecat_core.screen.config import load_screen_config
+    from qecat_core.screen.pipeline import run_screen
+    from qecat_core.screen.plan import enumerate_candidates
 
     catalog, name = catalog_for(n, args.out)
     cfg = load_screen_config(None, catalog=catalog, checkpoint=args.checkpoint, executor="local",

@@ -9,7 +9,7 @@
    :func:`predict_structures` over its share of the same shards (the screen's own job split), with
    no orchestration, no locks and nothing written. ``pure_predict_s`` is the slowest worker's
    prediction time (model loaded); ``pure_with_load_s`` the wall from spawning to the last worker done.
-3. **Screen**: :func:`qecat_core.screening.run_screen` with the local submitit executor, fresh
+3. **Screen**: :func:`qecat_core.screen.pipeline.run_screen` with the local submitit executor, fresh
    results and shard outputs (enumeration cached): planning, job start-up and model loads,
    atomic per-shard writes, collection into the results dataset, ranking, run summary.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import qecat_core  # noqa: F401,E402
-
 from _screen_common import catalog_for, default_checkpoint  # noqa: E402
+
+import qecat_core  # noqa: F401,E402
 
 
 def _pure_worker(args):
@@ -44,7 +44,7 @@ def _pure_worker(args):
     warnings.filterwarnings("ignore")
     logging.getLogger("warp").setLevel(logging.ERROR)
     torch.set_num_threads(1)
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
     from qecat_core.model.checkpoint import load_model
     from qecat_core.model.predict import predict_structures
 
@@ -77,8 +77,9 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("warp").setLevel(logging.ERROR)
-    from qecat_core.config import load_screen_config
-    from qecat_core.screening import enumerate_candidates, plan_screen, run_screen
+    from qecat_core.screen.config import load_screen_config
+    from qecat_core.screen.pipeline import run_screen
+    from qecat_core.screen.plan import enumerate_candidates, plan_screen
 
     catalog, _ = catalog_for(args.n, args.out)
     results, work = args.out / "results", args.out / "work"

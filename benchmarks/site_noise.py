@@ -28,7 +28,7 @@ def main() -> None:
     from pymatgen.core import Lattice, Structure
     from pymatgen.core.surface import SlabGenerator
 
-    from qecat_core.sites import SURFACE_HEIGHT
+    from qecat_core.enumerate.sites import SURFACE_HEIGHT
 
     bulk = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.8), ["Cu"], [[0, 0, 0]])
     for miller in [(1, 0, 0), (1, 1, 1), (1, 1, 0)]:

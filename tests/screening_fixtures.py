@@ -42,13 +42,13 @@ def make_base(root: Path) -> dict:
     import pandas as pd
     import torch
 
-    from qecat_core.config import ScreenConfig
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
     from qecat_core.model.checkpoint import save_model
     from qecat_core.model.fusion import QECatModel
     from qecat_core.model.normalizer import Normalizer
     from qecat_core.model.tokenizer import train_tokenizer
-    from qecat_core.screening import enumerate_candidates
+    from qecat_core.screen.config import ScreenConfig
+    from qecat_core.screen.plan import enumerate_candidates
 
     cat = write_catalog(root / "catalog.yaml")
     cat_h = write_catalog(root / "catalog-h.yaml", adsorbates=["*O", "*OH", "*H"])
@@ -80,7 +80,7 @@ def make_env(base: dict, tmp_path: Path) -> dict:
 
 def screen_config(env: dict, executor: str = "inline", **kw):
     """The screen config of ``env``'s catalog and first model; ``kw`` overrides (``load_screen_config``)."""
-    from qecat_core.config import load_screen_config
+    from qecat_core.screen.config import load_screen_config
 
     args = dict(catalog=env["catalog"], checkpoint=env["models"][0], results=env["results"], work=env["workdir"],
                 shard_size=SHARD_SIZE, workers=1, executor=executor, batch_size=4)
@@ -108,7 +108,7 @@ def screen_and_stop_a_job(cfg, workdir: Path, key: str, stop, poll: float = 0.01
     import threading
     import time
 
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     box: dict = {}
     t = threading.Thread(target=lambda: box.setdefault("r", run_screen(cfg)))

@@ -2,8 +2,9 @@
 
 import pytest
 
-from qecat_core.catalog import Catalog, load_catalog
-from qecat_core.errors import CatalogError
+from qecat_core.catalog.bulks import bulk_specs
+from qecat_core.catalog.schema import Catalog, load_catalog
+from qecat_core.common.errors import CatalogError
 
 
 def test_default_catalog_is_valid_and_spans_all_pairs(tmp_path):
@@ -11,7 +12,7 @@ def test_default_catalog_is_valid_and_spans_all_pairs(tmp_path):
 
     cat = load_catalog(REPO / "catalogs" / "bimetallics.yaml")
     assert len(cat.pair_list()) == 15
-    labels = [b.label for b in cat.bulk_specs()]
+    labels = [b.label for b in bulk_specs(cat)]
     assert {"Cu", "Ag", "Au", "Ni", "Pd", "Pt"} <= set(labels)
     assert "Cu3Pt-L1_2" in labels and "CuPt3-L1_2" in labels and "CuPt-L1_0" in labels
     assert {(1, 1, 1), (1, 0, 0), (1, 1, 0), (2, 1, 1)} <= set(cat.facets)
@@ -20,7 +21,7 @@ def test_default_catalog_is_valid_and_spans_all_pairs(tmp_path):
 
 def test_vegard_lattice_constant(tiny_catalog_dict):
     cat = Catalog.model_validate(tiny_catalog_dict)
-    spec = {b.label: b for b in cat.bulk_specs()}["Cu3Pt-L1_2"]
+    spec = {b.label: b for b in bulk_specs(cat)}["Cu3Pt-L1_2"]
     assert spec.lattice_constant == pytest.approx(0.75 * 3.593 + 0.25 * 3.927)
 
 
@@ -79,7 +80,7 @@ def test_content_hash_ignores_formatting(tiny_catalog_dict, write_yaml):
 
 def test_relaxed_lattice_constants_with_emt(tiny_catalog_dict):
     tiny_catalog_dict["lattice"] = "relaxed"
-    specs = {b.label: b for b in Catalog.model_validate(tiny_catalog_dict).bulk_specs()}
+    specs = {b.label: b for b in bulk_specs(Catalog.model_validate(tiny_catalog_dict))}
     # EMT's own fcc minima (docs/data.md): Cu 3.593, Pt 3.927 Å
     assert specs["Cu"].lattice_constant == pytest.approx(3.593, abs=0.01)
     assert specs["Pt"].lattice_constant == pytest.approx(3.927, abs=0.01)

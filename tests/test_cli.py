@@ -3,7 +3,7 @@
 import pandas as pd
 from typer.testing import CliRunner
 
-from qecat_core.cli import app
+from qecat_core.cli.main import app
 
 runner = CliRunner()
 

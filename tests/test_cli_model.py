@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from qecat_core.cli import app
-from qecat_core.errors import InputError
+from qecat_core.cli.main import app
+from qecat_core.common.errors import InputError
 from tests.test_model import TINY_MODEL, make_systems
 
 runner = CliRunner()
@@ -28,7 +28,7 @@ def _recipe(tmp_path, **extra):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from qecat_core.io import write_aselmdb
+    from qecat_core.common.structures import write_aselmdb
 
     d = tmp_path_factory.mktemp("clidata")
     s = make_systems(40, seed=3)
@@ -38,64 +38,66 @@ def data(tmp_path_factory):
 
 
 def test_recipes_shipped_and_errors(tmp_path):
-    from qecat_core.model.train import load_recipe
+    from qecat_core.model.train.config import DEFAULT_RECIPE, TrainConfig
+    from qecat_core.model.train.recipes import CONFIG_DIR, load_recipe, stage_config
 
-    for name in ("emt-v1", "emt-v2", "emt-v1-nodisp", "emt-v1-text", "emt-v1-l3", "emt-v1-l3d", "emt-v1-ft",
-                 "emt-v1-adsw", "emt-v1-refine", "emt-v1-refine-grad", "emt-v1-refine-lit", "emt-v1-refine-grad-lit",
-                 "oc20-text"):
-        rec = load_recipe(name)
-        assert rec["stages"]
-    assert load_recipe("emt-v1-l3")["common"]["model"]["graph"]["num_layers"] == 3
-    l3d = load_recipe("emt-v1-l3d")  # 3 layers in the graph stage only: the text stage is emt-v1's
-    assert l3d["graph"]["model"]["graph"]["num_layers"] == 3 and l3d["text"] == load_recipe("emt-v1")["text"]
-    shipped = load_recipe("emt-v1")["graph"]
-    assert shipped["w_disp"] > 0 and shipped["model"]["graph"]["displacement_head"] and shipped["relaxed"]
-    assert "w_disp" not in load_recipe("emt-v1-nodisp")["graph"]
-    ft, adsw = load_recipe("emt-v1-ft")["graph"], load_recipe("emt-v1-adsw")["graph"]  # differ in the weights only
-    assert adsw["ads_weight_power"] == 1.0 and {**adsw, "ads_weight_power": 0.0} == ft
-    v1, v2 = load_recipe("emt-v1"), load_recipe("emt-v2")  # the same recipe on the relabelled dataset
-    v1.pop("_path"), v2.pop("_path")
-    assert json.loads(json.dumps(v2).replace("data/emt-v2", "data/emt-v1")) == v1
+    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == sorted([DEFAULT_RECIPE, "oc20-text"])
+    shipped = load_recipe(DEFAULT_RECIPE)
+    assert shipped["stages"] == ["graph", "text", "align", "joint"]
+    graph = shipped["graph"]
+    assert graph["w_disp"] > 0 and graph["model"]["graph"]["displacement_head"] and graph["relaxed"]
+    # every stage's merged options are a valid TrainConfig
+    for st in shipped["stages"]:
+        TrainConfig.model_validate(stage_config(shipped, st))
+    assert load_recipe("oc20-text")["stages"] == ["text"]
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages: [graph]\ngraph: {epochz: 3}\n")
-    with pytest.raises(InputError, match=r"bad.yaml: graph.epochz is not a training option"):
-        load_recipe(bad)
-    bad.write_text("stages: [pretrain]\n")
-    with pytest.raises(InputError, match="stages: 'pretrain' is not one of"):
-        load_recipe(bad)
+    for text, match in [
+        ("stages: [graph]\ngraph: {epochz: 3}\n", r"bad.yaml: graph.epochz: unknown field; allowed: seed, epochs"),
+        ("stages: [graph]\ncommon: {lr: fast}\n", r"bad.yaml: common.lr: Input should be a valid number"),
+        ("stages: [graph]\njoint: {joint: {p_text: 2}}\n", r"bad.yaml: joint.joint.p_text: .*less than or equal to 1"),
+        ("stages: [graph]\ntext: {loss: l3}\n", r"bad.yaml: text.loss: Input should be 'l1', 'mse' or 'huber'"),
+        ("stages: [pretrain]\n", r"bad.yaml: stages.0: Input should be 'graph', 'text', 'align' or 'joint'"),
+        ("stagez: [graph]\n", r"bad.yaml: stagez: unknown field; allowed: data, stages"),
+        ("stages: [graph\n", r"bad.yaml: line 2 column 1: malformed YAML"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(InputError, match=match):
+            load_recipe(bad)
     with pytest.raises(InputError, match="no such recipe file or shipped recipe"):
         load_recipe("nope")
 
 
+def test_train_stage_refuses_bad_options(tmp_path):
+    from qecat_core.model.train.stages import train_stage
+
+    with pytest.raises(InputError, match=r"graph stage options: batch_size: Input should be greater than or equal to 1"):
+        train_stage("graph", tmp_path / "t.aselmdb", tmp_path / "v.aselmdb", tmp_path / "out", {"batch_size": 0})
+
+
 def test_shipped_checkpoint_was_trained_by_the_shipped_recipe():
-    """models/qecat-emt-v1 comes from emt-v1-refine-grad-lit: two graph passes with gradients through the
+    """models/qecat-emt-v1 comes from the default recipe: two graph passes with gradients through the
     move, then align and joint with the graph channel locked (joint keeps its best text-only epoch); the
-    recipe differs from emt-v1-refine-grad only in those align/joint settings."""
+    options the checkpoint recorded for its last stage are the recipe's."""
     from pathlib import Path
 
-    from qecat_core.model.train import load_recipe
+    from qecat_core.model.train.config import DEFAULT_RECIPE
+    from qecat_core.model.train.recipes import load_recipe, stage_config
 
-    rec = load_recipe("emt-v1-refine-grad-lit")
+    rec = load_recipe(DEFAULT_RECIPE)
     g = rec["graph"]["model"]["graph"]
     assert g["refine"] and g["refine_grad"] and g["displacement_head"] and rec["graph"]["w_disp"] > 0
     for st in ("align", "joint"):
         assert rec[st]["freeze"] == ["graph", "graph_head", "disp_head"]
-    assert rec["joint"]["monitor"] == "text"
-    base = load_recipe("emt-v1-refine-grad")
-    for r in (rec, base):
-        r.pop("_path")
-        for st in ("align", "joint"):
-            r[st].pop("freeze", None)
-            r[st].pop("monitor", None)
-    assert rec == base
     cfg = json.loads((Path(__file__).resolve().parent.parent / "models/qecat-emt-v1/config.json").read_text())
     assert cfg["model"]["graph"]["refine"] and cfg["model"]["graph"]["refine_grad"]
-    assert cfg["stage"] == "joint" and cfg["train_config"]["monitor"] == "text"
-    assert cfg["train_config"]["freeze"] == ["graph", "graph_head", "disp_head"]
+    assert cfg["stage"] == "joint"
+    for key, value in stage_config(rec, "joint").items():
+        got = cfg["train_config"][key]
+        assert ({**got, **value} if isinstance(value, dict) else value) == got, key
 
 
 def test_split_table_is_fixed_and_stable():
-    from qecat_core.model.train import split_table
+    from qecat_core.model.train.text_table import split_table
 
     keys = [f"random{i}" for i in range(4000)]
     s = split_table(keys)
@@ -105,7 +107,7 @@ def test_split_table_is_fixed_and_stable():
 
 
 def test_text_baselines_order():
-    from qecat_core.model.train import text_baselines
+    from qecat_core.model.train.text_table import text_baselines
 
     rng = np.random.default_rng(0)
     ads = rng.choice(["H", "O", "OH", "CO"], 600)
@@ -253,7 +255,8 @@ def test_recipe_pretrains_graph_and_text_in_parallel_then_aligns(tmp_path, data)
     import torch
 
     from qecat_core.model.checkpoint import load_model
-    from qecat_core.model.train import load_recipe, run_recipe, transplant_lm
+    from qecat_core.model.train.recipes import load_recipe, run_recipe
+    from qecat_core.model.train.stages import transplant_lm
 
     rec_path = _recipe(tmp_path, stages=["graph", "text", "align"], align={"epochs": 1},
                        graph={"epochs": 1}, text={"epochs": 1})
@@ -270,7 +273,7 @@ def test_recipe_pretrains_graph_and_text_in_parallel_then_aligns(tmp_path, data)
     rows = [{"sid": f"x{i}", "text": f"Zz{i} qq", "e_ads_dft": float(i)} for i in range(40)]
     pd.DataFrame(rows[:30]).to_parquet(tmp_path / "a.parquet")
     pd.DataFrame(rows[30:]).to_parquet(tmp_path / "b.parquet")
-    from qecat_core.model.train import train_stage
+    from qecat_core.model.train.stages import train_stage
 
     train_stage("text", tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "other",
                 {"epochs": 1, "batch_size": 8, "model": TINY_MODEL, "num_threads": 1})

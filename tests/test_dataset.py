@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from qecat_core.dataset import assign_splits, sample_candidates
+from qecat_core.enumerate.candidates import sample_candidates
+from qecat_core.label.dataset import assign_splits
 
 
 def _table():

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from ase.constraints import FixAtoms
 
-from qecat_core.catalog import Catalog
-from qecat_core.enumerate import enumerate_catalog, iter_candidates
+from qecat_core.catalog.schema import Catalog
+from qecat_core.enumerate.candidates import enumerate_catalog, iter_candidates
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def test_shard_roundtrip_through_fairchem(tiny):
 
 
 def test_oc20_tags(tiny):
-    from qecat_core.adsorbates import get_adsorbate
-    from qecat_core.io import iter_structures
+    from qecat_core.catalog.adsorbates import get_adsorbate
+    from qecat_core.common.structures import iter_structures
 
     _, out, manifest = tiny
     for atoms in iter_structures(out / "shards" / manifest["shards"][1]["shard"]):
@@ -121,7 +121,7 @@ def test_rerun_is_cached(tiny, tmp_path):
     import json
     import shutil
 
-    from qecat_core.enumerate import ENUMERATION_VERSION
+    from qecat_core.enumerate.candidates import ENUMERATION_VERSION
 
     cat, out, manifest = tiny
     again = enumerate_catalog(cat, out, shard_size=50, workers=1, progress=False)
@@ -143,9 +143,9 @@ def test_same_candidates_under_floating_point_noise(tiny_catalog_dict, monkeypat
     """
     import dataclasses
 
-    import qecat_core.enumerate as en
-    import qecat_core.sites as sites
-    import qecat_core.slabs as slabs
+    import qecat_core.enumerate.candidates as en
+    import qecat_core.enumerate.sites as sites
+    import qecat_core.enumerate.slabs as slabs
 
     d = dict(tiny_catalog_dict, facets=["111", "100", "211"])
     cat = Catalog.model_validate(d)

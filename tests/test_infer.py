@@ -7,11 +7,11 @@ import pytest
 from ase import Atoms
 from ase.build import bcc110, fcc100, fcc110, fcc111, fcc211, hcp0001
 
-from qecat_core.infer import complete_metadata, identify_adsorbate, infer_miller, slab_formula
+from qecat_core.enumerate.infer import complete_metadata, identify_adsorbate, infer_miller, slab_formula
 
 
 def _with_adsorbate(slab: Atoms, smiles: str, height: float = 1.8) -> Atoms:
-    from qecat_core.adsorbates import get_adsorbate
+    from qecat_core.catalog.adsorbates import get_adsorbate
 
     slab = slab.copy()
     slab.set_tags(1)
@@ -37,7 +37,7 @@ def test_miller_of_fcc_slabs(build, size, miller):
 def test_miller_of_catalog_templates_in_the_cubic_cell():
     """L1_2 slabs are cut from the cubic cell: the inferred index is the catalog's. Pure and random fcc
     slabs are cut from the primitive cell, whose (1 1 0) is the cubic (1 0 0)."""
-    from qecat_core.slabs import slab_templates
+    from qecat_core.enumerate.slabs import slab_templates
 
     for kind, cut, expected in (("L1_2", (2, 1, 1), (2, 1, 1)), ("L1_2", (1, 1, 0), (1, 1, 0)),
                                 ("fcc", (1, 1, 0), (1, 0, 0)), ("fcc", (2, 1, 1), (1, 1, 0))):

@@ -20,12 +20,12 @@ from ase.io import write
 from ase.optimize import BFGS
 
 import qecat_core  # noqa: F401  (one BLAS thread)
-from qecat_core.anomaly import has_surface_changed, is_desorbed, is_dissociated
-from qecat_core.calculators import calculator_info, get_calculator
-from qecat_core.errors import InputError, QecatError
-from qecat_core.io import iter_structures
-from qecat_core.label import COLUMNS, label, parts_dir, structures_path
-from qecat_core.references import chemical_potentials, reference_energy
+from qecat_core.calculators.registry import calculator_info, get_calculator
+from qecat_core.common.errors import InputError, QecatError
+from qecat_core.common.structures import iter_structures
+from qecat_core.label.anomaly import has_surface_changed, is_desorbed, is_dissociated
+from qecat_core.label.references import chemical_potentials, reference_energy
+from qecat_core.label.relax import COLUMNS, label, parts_dir, structures_path
 
 # ---------------------------------------------------------------------------------------------
 # calculator factories (importable as tests.test_label:<name>)
@@ -384,7 +384,7 @@ def test_script_piped_on_stdin_labels_in_process_instead_of_hanging(tmp_path):
     import sys
 
     write_inputs(tmp_path / "in.extxyz", [on_cu111("O", "fcc", sid="a"), on_cu111("H", "ontop", sid="b")])
-    script = ("from qecat_core.label import label\n"
+    script = ("from qecat_core.label.relax import label\n"
               f"df = label({str(tmp_path / 'in.extxyz')!r}, {str(tmp_path / 'out.parquet')!r}, workers=2, "
               "progress=False)\nprint(len(df), df['anomaly'].sum())\n")
     run = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=180,

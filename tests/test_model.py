@@ -19,7 +19,7 @@ from ase.build import add_adsorbate, fcc111
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
-from qecat_core.errors import InputError, QecatError
+from qecat_core.common.errors import InputError, QecatError
 
 torch.set_num_threads(1)
 
@@ -38,7 +38,7 @@ TINY_MODEL = {
 
 
 def _system(metal: str, ads: str, site: str, rng: np.random.Generator, e_slab_cache: dict) -> Atoms:
-    from qecat_core.text import configuration_text
+    from qecat_core.enumerate.text import configuration_text
 
     slab = fcc111(metal, (2, 2, 3), vacuum=6.0)
     layer = slab.get_tags()  # ASE: 1 = top .. 3 = bottom
@@ -85,7 +85,7 @@ def systems():
 
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory, systems):
-    from qecat_core.io import write_aselmdb
+    from qecat_core.common.structures import write_aselmdb
 
     d = tmp_path_factory.mktemp("modeldata")
     write_aselmdb(d / "train.aselmdb", systems[:32])
@@ -327,7 +327,7 @@ def test_text_mode_needs_no_structure(model, tokenizer):
 
 
 def test_unseen_elements_refused_unless_allowed(model, tokenizer, systems):
-    from qecat_core.errors import InputError
+    from qecat_core.common.errors import InputError
     from qecat_core.model.predict import predict_structures, predict_texts
 
     cu, ag = systems[0], systems[32]  # the tiny model's training systems are Cu and Pt; 32.. are Ag
@@ -447,7 +447,7 @@ def test_load_local_qwen_checkpoint(tmp_path, tokenizer):
 
 
 def test_info_nce_lower_for_matched_pairs():
-    from qecat_core.model.losses import info_nce
+    from qecat_core.model.train.losses import info_nce
 
     g = torch.Generator().manual_seed(0)
     zg = torch.randn(32, 16, generator=g)
@@ -460,7 +460,7 @@ def test_info_nce_lower_for_matched_pairs():
 
 
 def test_weighted_regression_loss():
-    from qecat_core.model.losses import regression_loss
+    from qecat_core.model.train.losses import regression_loss
 
     p, t = torch.tensor([0.0, 1.0, 3.0]), torch.tensor([0.0, 0.0, 0.0])
     for kind in ("l1", "mse", "huber"):
@@ -470,8 +470,8 @@ def test_weighted_regression_loss():
 
 
 def test_pair_loss_and_system_batches():
-    from qecat_core.model.losses import pair_loss
-    from qecat_core.model.train import system_batches
+    from qecat_core.model.train.losses import pair_loss
+    from qecat_core.model.train.stages import system_batches
 
     y = torch.tensor([0.0, 0.5, 9.0, 1.0])
     # a constant shift within a system costs nothing; a swapped order does
@@ -495,9 +495,9 @@ def test_pair_loss_and_system_batches():
 
 def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
     from qecat_core.model.checkpoint import load_model
-    from qecat_core.model.evaluate import evaluate
     from qecat_core.model.data import StructureDataset
-    from qecat_core.model.train import train_stage
+    from qecat_core.model.evaluate import evaluate
+    from qecat_core.model.train.stages import train_stage
 
     train, val = data_files
     cfg = {"epochs": 6, "batch_size": 8, "lr": 3e-3, "patience": 100, "warmup_frac": 0.0, "model": TINY_MODEL,
@@ -537,7 +537,7 @@ def test_tiny_training_lowers_loss_and_resumes(tmp_path, data_files):
 def test_text_stage_from_parquet(tmp_path, systems):
     import pandas as pd
 
-    from qecat_core.model.train import train_stage
+    from qecat_core.model.train.stages import train_stage
 
     rows = [{"text": a.info["text"], "e_ads_dft": a.info["e_ads"], "system_id": a.info["system_id"]} for a in systems]
     pd.DataFrame(rows[:32]).to_parquet(tmp_path / "tr.parquet")
@@ -645,9 +645,9 @@ def test_displacement_head_leaves_init_unchanged_and_is_equivariant(tokenizer, d
 def test_graph_stage_with_relaxation_displacements(tmp_path, systems, data_files):
     from ase.optimize import BFGS
 
-    from qecat_core.io import write_aselmdb
+    from qecat_core.common.structures import write_aselmdb
     from qecat_core.model.data import StructureDataset
-    from qecat_core.model.train import train_stage
+    from qecat_core.model.train.stages import train_stage
 
     train, val = data_files
     relaxed = []

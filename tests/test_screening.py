@@ -21,11 +21,17 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from qecat_core.cli import app
-from qecat_core.config import load_screen_config
-from qecat_core.errors import InputError
-from tests.screening_fixtures import (SHARD_SIZE, make_base, make_env, read_predictions, screen_and_stop_a_job,
-                                      screen_config)
+from qecat_core.cli.main import app
+from qecat_core.common.errors import InputError
+from qecat_core.screen.config import load_screen_config
+from tests.screening_fixtures import (
+    SHARD_SIZE,
+    make_base,
+    make_env,
+    read_predictions,
+    screen_and_stop_a_job,
+    screen_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -74,7 +80,7 @@ def test_config_errors_are_one_line(tmp_path):
     try:
         cwd = os.getcwd()
         os.chdir(tmp_path)
-        import qecat_core.config as c
+        import qecat_core.screen.config as c
 
         old, c.REPO_ROOT = c.REPO_ROOT, tmp_path
         try:
@@ -94,15 +100,15 @@ def test_config_errors_are_one_line(tmp_path):
     cfg = load_screen_config(good, shard_size=10)
     assert cfg.mode == "graph" and cfg.shard_size == 10 and cfg.slurm_settings().gpus_per_node == 1
     for f in sorted((REPO / "slurm").glob("*.yaml")):
-        from qecat_core.config import load_slurm_settings
+        from qecat_core.screen.config import load_slurm_settings
 
         load_slurm_settings(f)
 
 
 def test_catalog_with_elements_the_model_never_saw_is_refused_before_enumerating(base, tmp_path):
-    from qecat_core.catalog import load_catalog
+    from qecat_core.catalog.schema import load_catalog
     from qecat_core.model.checkpoint import load_model, save_model
-    from qecat_core.screening import check_model_elements
+    from qecat_core.screen.plan import check_model_elements
     from tests.screening_fixtures import write_catalog
 
     m, tok = load_model(base["models"][0])
@@ -135,8 +141,8 @@ def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun needed
 
-    from qecat_core.config import SlurmSettings
-    from qecat_core.executors import slurm_parameters
+    from qecat_core.screen.config import SlurmSettings
+    from qecat_core.screen.executors import slurm_parameters
 
     s = SlurmSettings(partition="gpu", gpus_per_node=1, cpus_per_task=8, mem_gb=64, timeout_min=240,
                       array_parallelism=32, account="proj", qos="normal", constraint="a100",
@@ -161,7 +167,7 @@ def test_slurm_settings_reach_sbatch(tmp_path, monkeypatch):
 def test_run_ids_sort_by_start_time_within_a_second():
     from datetime import datetime, timedelta, timezone
 
-    from qecat_core.screening import new_run_id
+    from qecat_core.screen.plan import new_run_id
 
     t0 = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
     ids = [new_run_id(t0 + timedelta(microseconds=i)) for i in range(200)]  # random suffixes
@@ -171,7 +177,7 @@ def test_run_ids_sort_by_start_time_within_a_second():
 def test_slurm_arrays_are_chunked_under_max_array_size():
     from contextlib import contextmanager
 
-    from qecat_core.executors import ExecutorInfo, submit_all
+    from qecat_core.screen.executors import ExecutorInfo, submit_all
 
     class Job:
         def __init__(self, value):
@@ -211,7 +217,7 @@ def test_slurm_arrays_are_chunked_under_max_array_size():
 
 
 def test_first_run_then_rerun_skips_everything(env):
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     cfg = _cfg(env, executor="local")
     r1 = run_screen(cfg)
@@ -242,7 +248,7 @@ def test_first_run_then_rerun_skips_everything(env):
 
 
 def test_new_adsorbate_predicts_only_new_sids_and_new_model_repredicts(env):
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     s1 = run_screen(_cfg(env)).summary
     before = set(_predictions(env["results"])["sid"])
@@ -262,7 +268,7 @@ def test_new_adsorbate_predicts_only_new_sids_and_new_model_repredicts(env):
     assert preds.groupby("model_id")["sid"].apply(lambda s: s.is_unique and len(s) == env["n_h"]).all()
     assert s3["movers"]["previous_run"] == s2["run_id"] and s3["movers"]["n_changed"] > 0
     # the ranking view reads the newest snapshot per model and equals the ranking computed from predictions
-    from qecat_core.query import RANKING_SQL, connect
+    from qecat_core.results.query import RANKING_SQL, connect
 
     con = connect(env["results"])
     cols = "model_id, system_id, sid, e_ads_pred, n_placements, rank"
@@ -278,9 +284,9 @@ def test_new_adsorbate_predicts_only_new_sids_and_new_model_repredicts(env):
 def test_latest_rankings_newest_snapshot_per_model_even_if_empty(tmp_path):
     import pyarrow as pa
 
-    from qecat_core.query import latest_rankings, query
-    from qecat_core.ranking import RANKING_KEY
-    from qecat_core.screening import RANK_COLUMNS
+    from qecat_core.results.query import latest_rankings, query
+    from qecat_core.results.ranking import RANKING_KEY
+    from qecat_core.screen.rank import RANK_COLUMNS
 
     d = tmp_path / "rankings" / "screen=s"
     d.mkdir(parents=True)
@@ -308,7 +314,7 @@ def test_latest_rankings_newest_snapshot_per_model_even_if_empty(tmp_path):
 
 
 def _enum_candidates(env, catalog):
-    from qecat_core.screening import enumerate_candidates
+    from qecat_core.screen.plan import enumerate_candidates
 
     enum = enumerate_candidates(_cfg(env, catalog=catalog))
     return pd.read_parquet(Path(enum.directory) / "candidates.parquet")
@@ -319,7 +325,7 @@ def _enum_candidates(env, catalog):
 
 
 def test_corrupted_shard_fails_alone_with_its_name(env):
-    from qecat_core.screening import enumerate_candidates
+    from qecat_core.screen.plan import enumerate_candidates
 
     enum = enumerate_candidates(_cfg(env))
     bad = Path(enum.directory) / "shards" / "shard-00001.aselmdb"
@@ -340,8 +346,9 @@ def test_corrupted_shard_fails_alone_with_its_name(env):
 
 
 def test_crash_during_parquet_write_leaves_nothing_partial(env, monkeypatch):
-    from qecat_core import screening
-    from qecat_core.screening import cached_outcomes, collect, plan_screen, run_shards
+    from qecat_core.screen import plan as screening
+    from qecat_core.screen.collect import collect
+    from qecat_core.screen.plan import cached_outcomes, plan_screen, run_shards
 
     cfg = _cfg(env)
     plan = plan_screen(cfg)
@@ -380,7 +387,7 @@ def test_crash_during_parquet_write_leaves_nothing_partial(env, monkeypatch):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_local_job_mid_shard_then_rerun_exactly_once(env, sig):
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     cfg = _cfg(env, executor="local", batch_size=1, shard_size=SHARD_SIZE)
     # the job process, while it holds a shard
@@ -420,8 +427,8 @@ def test_two_concurrent_runs_create_no_duplicates(env):
 
 
 def test_query_views_and_errors(env):
-    from qecat_core.query import query
-    from qecat_core.screening import run_screen
+    from qecat_core.results.query import query
+    from qecat_core.screen.pipeline import run_screen
 
     r = run_screen(_cfg(env))
     res = str(env["results"])
@@ -460,8 +467,8 @@ def test_query_views_and_errors(env):
 
 
 def test_verify_top_k_writes_physics_energies(env):
-    from qecat_core.query import query
-    from qecat_core.screening import run_screen
+    from qecat_core.results.query import query
+    from qecat_core.screen.pipeline import run_screen
 
     r = run_screen(_cfg(env, verify_top_k=1))
     v = r.summary["verification"]
@@ -480,8 +487,8 @@ def test_verify_top_k_writes_physics_energies(env):
 
 
 def test_plots_and_report(env, capsys):
-    from qecat_core.report import print_report, write_plots
-    from qecat_core.screening import run_screen
+    from qecat_core.results.report import print_report, write_plots
+    from qecat_core.screen.pipeline import run_screen
 
     r = run_screen(_cfg(env))
     paths = write_plots(r.summary, r.ranking)
@@ -493,28 +500,29 @@ def test_plots_and_report(env, capsys):
 
 
 @pytest.mark.slow
-def test_prefect_flow_matches_plain_run(env):
+def test_prefect_flow_matches_plain_run(env, capsys):
     pytest.importorskip("prefect")
     from prefect.testing.utilities import prefect_test_harness
 
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
-    sys.path.insert(0, str(REPO))
-    try:
-        from flows.screen import screen
-    finally:
-        sys.path.remove(str(REPO))
+    import yaml
+
+    from flows.screen import main, screen
+    from qecat_core.screen.config import make_screen_config
+
+    fields = dict(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
+                  work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline")
     with prefect_test_harness(server_startup_timeout=300):  # a busy machine starts it slowly
-        summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
-                         work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline",
-                         shards_per_job=2)
+        summary = screen(make_screen_config(fields, shards_per_job=2))
         assert summary["status"] == "ok" and summary["new"] == env["n"] and summary["shards"]["jobs"] == 2
-        # `qecat screen --prefect` runs the same flow and prints the same report (a rerun: nothing new)
-        out = runner.invoke(app, ["screen", "--prefect", "--catalog", str(env["catalog"]), "--checkpoint",
-                                  str(env["models"][0]), "--results", str(env["results"]), "--work",
-                                  str(env["workdir"]), "--shard-size", str(SHARD_SIZE), "--executor", "inline"])
-        assert out.exit_code == 0, out.output
-        assert "already predicted" in out.stdout and "top 20 systems" in out.stdout
+        # `python -m flows.screen --config FILE` (make screen) runs the same flow and prints the report
+        # (a rerun: nothing new)
+        cfg_file = env["tmp"] / "screen.yaml"
+        cfg_file.write_text(yaml.safe_dump(fields))
+        assert main(["--config", str(cfg_file)]) == 0
+        out = capsys.readouterr().out
+        assert "already predicted" in out and "top 20 systems" in out
     preds = _predictions(env["results"])
     assert len(preds) == env["n"] and preds["sid"].is_unique
     assert (env["results"] / "plots" / "screen=tinyscreen" / "heatmap.png").is_file()

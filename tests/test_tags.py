@@ -5,8 +5,8 @@ import pytest
 from ase.build import add_adsorbate, fcc111
 from ase.constraints import FixAtoms
 
-from qecat_core.errors import InputError
-from qecat_core.tags import ensure_tags, infer_tags
+from qecat_core.common.errors import InputError
+from qecat_core.common.tags import ensure_tags, infer_tags
 
 
 def _slab_with_oh():

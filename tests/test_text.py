@@ -6,7 +6,7 @@ import pytest
 from ase import Atoms
 from ase.build import add_adsorbate, fcc100, fcc111
 
-from qecat_core.text import configuration_text
+from qecat_core.enumerate.text import configuration_text
 
 
 def _tag(slab, n_layers):

@@ -21,13 +21,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from qecat_core.errors import InputError
+from qecat_core.common.atomic import atomic_path, replace_dir_atomic, temporary_name, write_json_atomic
+from qecat_core.common.errors import InputError
 
 FORMAT = "qecat-model/1"
 CONFIG, WEIGHTS, WEIGHTS_PT, TOKENIZER_DIR = "config.json", "model.safetensors", "model.pt", "tokenizer"
@@ -46,14 +45,8 @@ def weights_hash(model) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json(path: str | Path, data: Any) -> None:
-    _atomic_write_text(Path(path), json.dumps(data, indent=1, sort_keys=False, default=str))
+    write_json_atomic(path, data)
 
 
 def model_config_dict(model) -> dict[str, Any]:
@@ -72,9 +65,7 @@ def save_model(model, tokenizer, out_dir: str | Path, metrics: dict | None = Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_id = weights_hash(model)
-    tmp = out / f".{WEIGHTS}.{uuid.uuid4().hex[:8]}.tmp"
-    st_save(model, str(tmp), metadata={"model_id": model_id, "format": FORMAT})
-    tok_tmp = out / f".{TOKENIZER_DIR}.{uuid.uuid4().hex[:8]}.tmp"
+    tok_tmp = temporary_name(out / TOKENIZER_DIR)
     tokenizer.save_pretrained(str(tok_tmp))
     config = {
         "format": FORMAT,
@@ -93,15 +84,9 @@ def save_model(model, tokenizer, out_dir: str | Path, metrics: dict | None = Non
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **(extra or {}),
     }
-    old_tok = out / TOKENIZER_DIR
-    if old_tok.exists():
-        import shutil
-
-        trash = out / f".{TOKENIZER_DIR}.old.{uuid.uuid4().hex[:8]}"
-        os.replace(old_tok, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tok_tmp, old_tok)
-    os.replace(tmp, out / WEIGHTS)
+    replace_dir_atomic(tok_tmp, out / TOKENIZER_DIR)
+    with atomic_path(out / WEIGHTS, suffix=".safetensors") as tmp:
+        st_save(model, str(tmp), metadata={"model_id": model_id, "format": FORMAT})
     write_json(out / CONFIG, config)
     if metrics is not None:
         write_json(out / METRICS, metrics)

@@ -3,8 +3,8 @@
 A structure row's ``atoms.info`` carries ``sid``, ``text`` (configuration string), ``e_ads`` (eV;
 absent for prediction), ``adsorbate`` (OC20 SMILES, e.g. ``*OH``), optionally ``system_id`` and
 ``anomaly``, and for the auxiliary IS2RS target the relaxed positions (``pos_relaxed``, OC20's name,
-or a ``relaxed`` file of the same sids); tags follow OC20 and are inferred with :func:`qecat_core.tags.ensure_tags` when absent.
-When ``text`` is absent it is generated with :func:`qecat_core.text.configuration_text` from
+or a ``relaxed`` file of the same sids); tags follow OC20 and are inferred with :func:`qecat_core.common.tags.ensure_tags` when absent.
+When ``text`` is absent it is generated with :func:`qecat_core.enumerate.text.configuration_text` from
 ``adsorbate`` + ``bulk_formula`` (or ``bulk``) + ``miller`` in ``atoms.info``.
 
 A text-only parquet has a text column (``text``) and, for training, a target column (eV; the first of
@@ -27,12 +27,12 @@ import torch
 from ase import Atoms
 from torch.utils.data import Dataset
 
-from qecat_core.errors import InputError
-from qecat_core.infer import complete_metadata, identify_adsorbate
+from qecat_core.common.errors import InputError
+from qecat_core.common.tags import ensure_tags
+from qecat_core.enumerate.infer import complete_metadata, identify_adsorbate
 from qecat_core.model.elements import text_elements
 from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
 from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
-from qecat_core.tags import ensure_tags
 
 TARGET_COLUMNS = ("target", "e_ads_dft", "e_ads")
 
@@ -81,7 +81,7 @@ def structure_text(atoms: Atoms, name: str) -> str:
     """``atoms.info['text']``, or the configuration string generated from the structure.
 
     The adsorbate, bulk formula and Miller index come from ``atoms.info`` where given, else from the
-    geometry (:func:`qecat_core.infer.complete_metadata`, which fills them into ``atoms.info``; the
+    geometry (:func:`qecat_core.enumerate.infer.complete_metadata`, which fills them into ``atoms.info``; the
     structure needs tags).
     """
     text = atoms.info.get("text")
@@ -96,7 +96,7 @@ def structure_text(atoms: Atoms, name: str) -> str:
         raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it: {', '.join(missing)} neither "
                          "given nor inferable from the structure (adsorbates: the OC20 set; Miller indices: "
                          "fcc-based slabs); set " + ", ".join(f"atoms.info[{k!r}]" for k in missing))
-    from qecat_core.text import configuration_text
+    from qecat_core.enumerate.text import configuration_text
 
     try:
         return configuration_text(atoms, adsorbate_key(str(ads)), str(bulk), miller)
@@ -109,7 +109,7 @@ def relaxed_positions(path: str | Path) -> dict[str, np.ndarray]:
 
     The structures need ``atoms.info['sid']``; these are the IS2RS targets matched to initial structures.
     """
-    from qecat_core.io import iter_structures
+    from qecat_core.common.structures import iter_structures
 
     out: dict[str, np.ndarray] = {}
     for atoms in iter_structures(path):
@@ -196,7 +196,7 @@ class StructureDataset(_Examples):
                  max_num_elements: int = 100, need_text: bool = True, need_target: bool = True,
                  drop_anomalies: bool = True, target_key: str = "e_ads", limit: int | None = None,
                  relaxed: str | Path | None = None) -> None:
-        from qecat_core.io import iter_structures
+        from qecat_core.common.structures import iter_structures
 
         source: Iterable[Atoms] = iter_structures(path) if isinstance(path, (str, Path)) else path
         self.path = str(path) if isinstance(path, (str, Path)) else "<atoms>"
@@ -267,20 +267,6 @@ class TextDataset(_Examples):
             self.examples.append(Example(sid=s, text=t, target=y, adsorbate=a, system_id=g, elements=text_elements(t)))
         if not self.examples:
             raise InputError(f"{name}: no rows with a finite target")
-
-
-
-def load_dataset(path: str | Path, need_target: bool = True, crop_radius: float | None = 6.0,
-                 max_num_elements: int = 100, text_only: bool = False, limit: int | None = None) -> Dataset:
-    """A :class:`TextDataset` for ``.parquet`` files, else a :class:`StructureDataset`."""
-    if str(path).endswith(".parquet"):
-        return TextDataset(path, need_target=need_target)
-    ds = StructureDataset(path, crop_radius=crop_radius, max_num_elements=max_num_elements,
-                          need_target=need_target, limit=limit)
-    if text_only:
-        for e in ds.examples:
-            e.data = None
-    return ds
 
 
 class Collator:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qecat_core.errors import QecatError
+from qecat_core.common.errors import QecatError
 
 WITHIN = 0.1  # eV
 # Relaxed energies closer than this are one minimum for discrimination (placements that relaxed to the

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from qecat_core.errors import QecatError
+from qecat_core.common.errors import QecatError
 from qecat_core.model.graph import DEFAULT_GRAPH_CONFIG, TAG_SURFACE, GraphEncoder
 from qecat_core.model.lm import DEFAULT_LM_CONFIG, build_lm
 from qecat_core.model.normalizer import Normalizer

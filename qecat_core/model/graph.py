@@ -31,12 +31,11 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from qecat_core.errors import InputError, QecatError
-from qecat_core.tags import ensure_tags
+from qecat_core.common.errors import InputError, QecatError
+from qecat_core.common.tags import TAG_ADSORBATE, TAG_SURFACE, ensure_tags
 
 log = logging.getLogger(__name__)
 
-TAG_SUBSURFACE, TAG_SURFACE, TAG_ADSORBATE = 0, 1, 2
 
 # Small and fast on one CPU thread: 74k parameters; forward+backward ~13 ms CPU per system (batch 16,
 # 1 thread) on structures cropped to ~22 atoms. Measured on 31-atom dev slabs: crop 6 Å made an epoch

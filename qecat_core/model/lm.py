@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qecat_core.errors import InputError, QecatError
+from qecat_core.common.errors import InputError, QecatError
 
 # ~0.5M parameters (embeddings tied) with a ~500-token vocabulary.
 DEFAULT_LM_CONFIG: dict[str, Any] = {
@@ -94,13 +94,3 @@ def load_lm(path: str | Path, with_tokenizer: bool = True):
 
 def lm_hidden_size(lm) -> int:
     return int(lm.config.hidden_size)
-
-
-def count_parameters(module) -> int:
-    """Distinct parameters (tied weights counted once)."""
-    seen, n = set(), 0
-    for p in module.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            n += p.numel()
-    return n

@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from qecat_core.errors import InputError
+from qecat_core.common.errors import InputError
 
 _ELEMENT_COUNT = re.compile(r"([A-Z][a-z]?)(\d*)")
 

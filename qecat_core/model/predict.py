@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from ase import Atoms
 
-from qecat_core.errors import InputError, QecatError
+from qecat_core.common.errors import InputError, QecatError
 from qecat_core.model.elements import unseen_elements, unseen_message
 from qecat_core.model.fusion import MODES
 
@@ -84,7 +84,7 @@ def predict_structures(model, structures: Iterable[Atoms] | str | Path, mode: st
     if mode != "graph" and tokenizer is None:
         raise QecatError(f"mode {mode!r} needs the model's tokenizer")
     if isinstance(structures, (str, Path)):
-        from qecat_core.io import iter_structures
+        from qecat_core.common.structures import iter_structures
 
         structures = iter_structures(structures)
     gcfg, fcfg = model.config["graph"], model.config["fusion"]

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qecat_core.errors import InputError
+from qecat_core.common.errors import InputError
 
 DEFAULT_SPLITS = ("val-id", "val-ood-ads", "val-ood-cat")
 PREDICTORS = (("graph", "model", "graph"), ("text (unaligned)", "baseline", "text"),

@@ -25,7 +25,7 @@ from pathlib import Path
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from qecat_core.errors import InputError
+from qecat_core.common.errors import InputError
 
 PAD, BOS, EOS, SEP = "<pad>", "<bos>", "<eos>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, SEP)  # ids 0, 1, 2, 3 in this order

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,22 @@ def micro_catalog(tmp_path_factory) -> Path:
     return p
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((serve.HOST, 0))
+        return s.getsockname()[1]
+
+
+def _client(cfg: serve.ServeConfig):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api=cfg.api_url)
+
+
+def _worker_log(cfg: serve.ServeConfig, lines: int = 60) -> str:
+    return "\n".join(cfg.log("worker").read_text(errors="replace").splitlines()[-lines:])
+
+
 @pytest.fixture(scope="module")
 def prefect_stack(tmp_path_factory):
     """Server + pool + deployment + worker through flows.serve, on a free port; stopped afterwards."""
@@ -81,10 +98,11 @@ def prefect_stack(tmp_path_factory):
                      "FOREMAN", "CLEANUP_RECONCILER", "DB_VACUUM"]
     env = {f"PREFECT_SERVER_SERVICES_{s}_ENABLED": "false" for s in idle_services}
     env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
-    cfg = serve.ServeConfig(home=home, port=serve.free_port(), extra_env=env)
+    cfg = serve.ServeConfig(home=home, port=_free_port(), extra_env=env)
     try:
-        took = serve.start(cfg, quiet=True)
-        print(f"prefect stack ready in {took:.1f} s")
+        t0 = time.monotonic()
+        serve.start(cfg, quiet=True)
+        print(f"prefect stack ready in {time.monotonic() - t0:.1f} s")
         yield cfg
     except serve.ServeError as exc:
         pytest.fail(str(exc))
@@ -94,6 +112,8 @@ def prefect_stack(tmp_path_factory):
         print(f"stopped in {time.monotonic() - t0:.1f} s")
         for what in ("server", "worker"):
             assert serve.running_pid(cfg, what) is None
+            assert not (cfg.home / f"{what}.pid").exists()
+        assert not serve.healthy(cfg)
         serve.stop(cfg)  # idempotent
 
 
@@ -106,12 +126,13 @@ def test_start_again_finds_server_and_worker(prefect_stack):
 
 
 def _params(micro_catalog: Path, checkpoint: Path, base: Path) -> dict:
-    return {"catalog": str(micro_catalog), "checkpoint": str(checkpoint), "executor": "local",
-            "shard_size": 2, "workers": 1, "results": str(base / "results"), "work": str(base / "work")}
+    """The flow's one parameter, a ScreenConfig (replaces the deployment's ``config`` as a whole)."""
+    return {"config": {"catalog": str(micro_catalog), "checkpoint": str(checkpoint), "executor": "local",
+                       "shard_size": 2, "workers": 1, "results": str(base / "results"), "work": str(base / "work")}}
 
 
 def _run_cmd(params: dict, name: str) -> list[str]:
-    return [*serve._prefect_cmd(), "deployment", "run", serve.DEPLOYMENT, "--params", json.dumps(params),
+    return [serve.PREFECT, "deployment", "run", serve.DEPLOYMENT, "--params", json.dumps(params),
             "--flow-run-name", name, "--watch"]
 
 
@@ -132,12 +153,12 @@ def _n_candidates(work: Path) -> int:
 
 
 def test_deployment_is_registered_with_nightly_schedule(prefect_stack):
-    with serve._client(prefect_stack) as client:
+    with _client(prefect_stack) as client:
         dep = client.read_deployment_by_name(serve.DEPLOYMENT)
     assert dep.work_pool_name == serve.POOL
     assert dep.entrypoint == "flows/screen.py:screen"
-    assert dep.parameters["catalog"] == "catalogs/bimetallics.yaml"
-    assert dep.parameters["executor"] == "local"
+    assert dep.parameters["config"]["catalog"] == "catalogs/bimetallics.yaml"
+    assert dep.parameters["config"]["executor"] == "local"
     declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"][0]["schedules"][0]
     (sched,) = dep.schedules
     assert sched.schedule.cron == declared["cron"] and str(sched.schedule.timezone) == declared["timezone"]
@@ -154,11 +175,11 @@ def test_deployment_run_completes_and_writes_results(prefect_stack, micro_catalo
                           text=True, timeout=RUN_TIMEOUT_S)
     took = time.monotonic() - t0
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\nworker log:\n" \
-                                 f"{serve._tail(prefect_stack.log('worker'), 60)}"
+                                 f"{_worker_log(prefect_stack)}"
     assert "Completed" in proc.stdout
     print(f"one deployment run (micro catalog): {took:.1f} s")
-    preds = _predictions(Path(params["results"]))
-    n = _n_candidates(Path(params["work"]))
+    preds = _predictions(Path(params["config"]["results"]))
+    n = _n_candidates(Path(params["config"]["work"]))
     assert n >= 2
     assert len(preds) == n and preds["sid"].is_unique
     assert preds["e_ads_pred"].notna().all()
@@ -173,17 +194,17 @@ def test_two_concurrent_runs_write_each_candidate_once(prefect_stack, micro_cata
     outs = [p.communicate(timeout=RUN_TIMEOUT_S)[0] for p in procs]
     print(f"two concurrent deployment runs: {time.monotonic() - t0:.1f} s")
     for p, out in zip(procs, outs):
-        assert p.returncode == 0, f"{out[-3000:]}\nworker log:\n{serve._tail(prefect_stack.log('worker'), 60)}"
+        assert p.returncode == 0, f"{out[-3000:]}\nworker log:\n{_worker_log(prefect_stack)}"
     # the two runs really overlapped (the worker started both before either finished)
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    with serve._client(prefect_stack) as client:
+    with _client(prefect_stack) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             name=FlowRunFilterName(any_=[f"pytest-concurrent-{i}" for i in range(2)])))
     assert len(runs) == 2 and all(r.state_name == "Completed" for r in runs)
     assert max(r.start_time for r in runs) < min(r.end_time for r in runs), "the runs did not overlap"
-    preds = _predictions(Path(params["results"]))
-    n = _n_candidates(Path(params["work"]))
+    preds = _predictions(Path(params["config"]["results"]))
+    n = _n_candidates(Path(params["config"]["work"]))
     dup = preds["sid"][preds["sid"].duplicated()].tolist()
     assert not dup, f"duplicate sids in results: {dup}"
     assert len(preds) == n and n >= 2

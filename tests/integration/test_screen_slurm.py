@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.screening_fixtures import (SHARD_SIZE, make_base, make_env, read_predictions, screen_and_stop_a_job,
-                                      screen_config)
+from tests.screening_fixtures import (
+    SHARD_SIZE,
+    make_base,
+    make_env,
+    read_predictions,
+    screen_and_stop_a_job,
+    screen_config,
+)
 
 pytestmark = pytest.mark.integration_slurm
 
@@ -51,20 +56,19 @@ def _sacct(name: str) -> list[tuple[str, str]]:
 def test_flow_on_slurm_matches_local_and_jobs_are_in_sacct(slurm_cluster, env):
     from prefect.testing.utilities import prefect_test_harness
 
-    sys.path.insert(0, str(REPO))
-    try:
-        from flows.screen import screen
-    finally:
-        sys.path.remove(str(REPO))
+    from flows.screen import screen
+    from qecat_core.screen.config import make_screen_config
+
+    cfg = make_screen_config(dict(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]),
+                                  results=str(env["results"]), work=str(env["workdir"]), shard_size=SHARD_SIZE,
+                                  executor="slurm", slurm=str(LOCAL_CLUSTER_YAML), batch_size=4))
     with prefect_test_harness(server_startup_timeout=300):  # a busy machine starts it slowly
-        summary = screen(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
-                         work=str(env["workdir"]), shard_size=SHARD_SIZE, executor="slurm",
-                         slurm=str(LOCAL_CLUSTER_YAML), batch_size=4)
+        summary = screen(cfg)
     assert summary["status"] == "ok" and summary["new"] == env["n"]
     assert summary["shards"]["jobs"] == env["shards"]  # one SLURM job per shard
     slurm_preds = _predictions(env["results"])
     # the same candidates through the local executor give the same numbers
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     local_results = env["tmp"] / "results-local"
     shutil.rmtree(env["workdir"] / "tinyscreen" / "predictions")
@@ -81,7 +85,7 @@ def test_flow_on_slurm_matches_local_and_jobs_are_in_sacct(slurm_cluster, env):
 
 
 def test_scancel_mid_shard_then_rerun_exactly_once(slurm_cluster, env):
-    from qecat_core.screening import run_screen
+    from qecat_core.screen.pipeline import run_screen
 
     # all shards in one job, one structure per batch: the job is surely mid-shard when SIGTERM arrives
     cfg = _cfg(env, batch_size=1, shards_per_job=100, catalog=env["catalog_h"])

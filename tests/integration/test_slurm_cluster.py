@@ -17,8 +17,8 @@ import cloudpickle
 import pytest
 import submitit
 
-from qecat_core.config import load_slurm_settings
-from qecat_core.executors import slurm_parameters
+from qecat_core.screen.config import load_slurm_settings
+from qecat_core.screen.executors import slurm_parameters
 
 pytestmark = pytest.mark.integration_slurm
 

@@ -1,0 +1,290 @@
+"""Enumerate adsorbate-slab candidates from a catalog and shard them into ``.aselmdb`` files.
+
+``enumerate_catalog(catalog, out_dir)`` writes ``out_dir/shards/shard-NNNNN.aselmdb`` (fairchem's
+AseDBDataset reads them) and ``out_dir/candidates.parquet`` (one row per candidate: sid and the
+metadata, the shard and row it lives in). Candidate ids (``sid``) are content hashes of the
+initial structure and adsorbate, so the same catalog always gives the same sids and editing one
+catalog entry changes only the sids of what that entry produces.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+
+from qecat_core.catalog.adsorbates import get_adsorbate
+from qecat_core.catalog.bulks import A_REF, bulk_formula, bulk_specs, geometry_kind
+from qecat_core.catalog.schema import BulkSpec, Catalog
+from qecat_core.common.atomic import write_json_atomic
+from qecat_core.common.hashing import short_hash, structure_hash, unit_hash
+from qecat_core.enumerate.infer import infer_miller, slab_formula
+from qecat_core.enumerate.placement import classify_site, place
+from qecat_core.enumerate.sites import install_templates, template_sites
+from qecat_core.enumerate.slabs import realize_slab, slab_templates
+from qecat_core.enumerate.text import configuration_text, miller_text, slab_neighbor_symbols
+from qecat_core.results.schema import CANDIDATES
+
+#: Bump when the same catalog would enumerate differently (site naming, placement choice), so that
+#: cached enumerations (``manifest.json``) are redone. 2: fcc/hcp hollows on every close-packed
+#: surface, decided from the geometry rather than the catalog's Miller index. 3: sites judged
+#: equivalent by their surroundings (``qecat_core.sites``) and sids hashed from noise-proof position
+#: bins (:func:`structure_hash`), so that every machine enumerates the same candidates.
+ENUMERATION_VERSION = 3
+
+CANDIDATE_COLUMNS = list(CANDIDATES)
+
+
+@dataclass
+class Candidate:
+    atoms: Atoms
+    meta: dict
+
+
+def _template_args(catalog: Catalog) -> tuple[float, int, float, float]:
+    """Template cutting sizes at A_REF such that the smallest alloy still meets the minimum."""
+    a_min = min(b.lattice_constant for b in bulk_specs(catalog))
+    s = A_REF / a_min
+    g = catalog.slab
+    return g.min_thickness * s, g.min_layers, g.min_lateral * s, g.layer_tolerance
+
+
+def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = "") -> list[Candidate]:
+    """All candidates of one bulk: every facet and termination, adsorbate and placement."""
+    targs = _template_args(catalog)
+    kind = geometry_kind(spec)
+    is_random = spec.prototype is not None and spec.prototype.kind == "random"
+    out: list[Candidate] = []
+    for miller in catalog.facets:
+        for t_index, template in enumerate(slab_templates(kind, tuple(miller), *targs)):
+            slab_seed = int(short_hash(spec.seed, miller, t_index, size=4), 16)
+            slab = realize_slab(template, spec, catalog.slab, seed=slab_seed)
+            slab_id = "slab-" + structure_hash(slab)
+            formula = bulk_formula(spec) or slab_formula(slab, order="appearance")
+            sites = template_sites(template, symm_reduce=not is_random)
+            cell2 = np.array(slab.cell)[:2, :2]
+            slab_nbrs = slab_neighbor_symbols(slab)
+            # fcc/hcp hollows are a close-packed-surface notion: the cubic (111), whatever the index
+            # in the cell the slab was cut from (the primitive (100) of a pure or random fcc slab is one)
+            close_packed = infer_miller(slab) == (1, 1, 1)
+            for smiles in catalog.adsorbates:
+                ads = get_adsorbate(smiles)
+                oriented = ads.oriented()
+                b = ads.binding_indices[0]
+                system_id = "sys-" + short_hash(slab_id, smiles)
+                placements: list[tuple[str, np.ndarray, float]] = []
+                if "heuristic" in catalog.placement.modes:
+                    site_ids = range(len(sites))
+                    if len(sites) > 4 * catalog.placement.max_per_system:
+                        # many sites (random alloys): place a hash-ranked subset only
+                        site_ids = sorted(site_ids, key=lambda k: short_hash(system_id, "site", k))[
+                            : 4 * catalog.placement.max_per_system]
+                    for k in site_ids:
+                        f = sites[k]
+                        angle = (int(short_hash(system_id, "h", k, size=2), 16) % 360) if len(oriented) > 1 else 0.0
+                        placements.append(("heuristic", f @ cell2, float(angle)))
+                if "random" in catalog.placement.modes:
+                    rng = np.random.default_rng(int(short_hash(system_id, "random", size=4), 16))
+                    for _ in range(catalog.placement.n_random):
+                        f = rng.random(2)
+                        placements.append(("random", f @ cell2, float(rng.uniform(0, 360))))
+                seen: set[tuple] = set()
+                found: list[Candidate] = []
+                for mode, xy, angle in placements:
+                    atoms = place(slab, oriented, b, xy, angle)
+                    ib = len(slab) + b
+                    site_type, bound = classify_site(atoms, ib)
+                    key = (mode, site_type, tuple(sorted(bound)))
+                    if mode == "heuristic" and key in seen:  # periodic duplicates of one site
+                        continue
+                    seen.add(key)
+                    sid = "qc-" + short_hash(structure_hash(atoms), smiles)
+                    syms = atoms.get_chemical_symbols()
+                    meta = {
+                        "sid": sid, "system_id": system_id, "slab_id": slab_id, "bulk": spec.label,
+                        "bulk_formula": formula, "prototype": spec.prototype_label,
+                        "metal_a": spec.a, "metal_b": spec.b or "",
+                        "fraction_b": float(spec.prototype.fraction_b) if is_random else
+                        (0.0 if spec.b is None else {"A3B": 0.25, "AB3": 0.75}.get(spec.prototype.formula, 0.5)),
+                        "lattice_constant": round(spec.lattice_constant, 4),
+                        "miller": miller_text(miller), "shift": template.shift, "top": template.top,
+                        "adsorbate": smiles, "placement": mode, "site_type": site_type,
+                        "binding_element": syms[ib],
+                        "binding_atoms": " ".join(sorted(syms[i] for i in bound)),
+                        "n_atoms": len(atoms), "catalog_hash": catalog_hash,
+                    }
+                    meta["text"] = configuration_text(atoms, ads.text_name, formula, miller, slab_nbrs)
+                    found.append(Candidate(atoms, meta))
+                found = [c for c in found if c.meta["site_type"] != "none"]  # lifted off: not bound
+                if not close_packed:  # elsewhere a 3-fold hollow
+                    for c in found:
+                        if c.meta["site_type"] in ("hollow-fcc", "hollow-hcp"):
+                            c.meta["site_type"] = "hollow-3fold"
+                found = _stratified_cap(found, catalog.placement.max_per_system)
+                out.extend(found)
+    return out
+
+
+def _stratified_cap(found: list[Candidate], cap: int) -> list[Candidate]:
+    """At most ``cap`` placements, taken round-robin over site types, each type in sid order.
+
+    Depends only on the placements of this (slab, adsorbate), so it is stable under other edits.
+    """
+    if len(found) <= cap:
+        return found
+    groups: dict[str, list[Candidate]] = {}
+    for c in sorted(found, key=lambda c: c.meta["sid"]):
+        groups.setdefault(c.meta["site_type"], []).append(c)
+    order = [groups[k] for k in sorted(groups)]
+    picked: list[Candidate] = []
+    while len(picked) < cap:
+        for g in order:
+            if g and len(picked) < cap:
+                picked.append(g.pop(0))
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------
+_WORKER_CATALOG: Catalog | None = None
+
+
+def _reset_signals() -> None:
+    """Forked workers must not inherit a parent's SIGTERM handler (Prefect installs one), or
+    ``Pool.terminate`` makes them print tracebacks on the way out."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _init_worker(catalog: Catalog) -> None:
+    global _WORKER_CATALOG
+    _reset_signals()
+    _WORKER_CATALOG = catalog
+
+
+def _work(args: tuple[BulkSpec, str]) -> list[Candidate]:
+    spec, chash = args
+    return candidates_for_bulk(_WORKER_CATALOG, spec, chash)
+
+
+def _prepare(job):
+    kind, miller, targs = job
+    result = []
+    for t in slab_templates(kind, miller, *targs):
+        result.append((t, template_sites(t, True), template_sites(t, False) if kind == "fcc" else None))
+    return result
+
+
+def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool = True) -> Iterator[Candidate]:
+    """Candidates in a deterministic order (bulks as listed, then facets, terminations, ...)."""
+    from tqdm.auto import tqdm
+
+    chash = catalog.content_hash()
+    specs = bulk_specs(catalog)
+    targs = _template_args(catalog)
+    workers = workers or min(len(specs), os.cpu_count() or 1)
+    # cut the templates and find their sites once, before forking, so the workers share them
+    jobs = [(kind, tuple(m), targs) for kind in sorted({geometry_kind(s) for s in specs}) for m in catalog.facets]
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers, initializer=_reset_signals) as pool:
+            for job, result in zip(jobs, pool.map(_prepare, jobs, chunksize=1)):
+                install_templates(*job, result)
+    else:
+        for job in jobs:
+            _prepare(job)
+    workers = workers or min(len(specs), os.cpu_count() or 1)
+    bar = tqdm(total=len(specs), desc="enumerate", unit="bulk", disable=not progress)
+    if workers <= 1:
+        for spec in specs:
+            yield from candidates_for_bulk(catalog, spec, chash)
+            bar.update()
+    else:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(catalog,)) as pool:
+            for batch in pool.imap(_work, [(s, chash) for s in specs], chunksize=1):
+                yield from batch
+                bar.update()
+    bar.close()
+
+
+def enumerate_catalog(catalog: Catalog, out_dir: str | Path, shard_size: int = 1000,
+                      workers: int | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Write the candidate shards and index of ``catalog`` to ``out_dir``; return the manifest.
+
+    If ``out_dir/manifest.json`` exists for the same catalog hash, shard size and
+    :data:`ENUMERATION_VERSION`, nothing is redone.
+    """
+    import pandas as pd
+
+    from qecat_core.common.atomic import write_parquet_atomic
+    from qecat_core.common.structures import write_aselmdb
+
+    out_dir = Path(out_dir)
+    chash = catalog.content_hash()
+    manifest_path = out_dir / "manifest.json"
+    if manifest_path.exists() and not force:
+        old = json.loads(manifest_path.read_text())
+        if (old.get("catalog_hash") == chash and old.get("shard_size") == shard_size
+                and old.get("enumeration_version", 1) == ENUMERATION_VERSION):
+            return old
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    shard_dir = out_dir / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    buffer: list[Atoms] = []
+    shards: list[dict] = []
+
+    def flush():
+        name = f"shard-{len(shards):05d}.aselmdb"
+        write_aselmdb(shard_dir / name, buffer)
+        sids = [a.info["sid"] for a in buffer]
+        shards.append({"shard": name, "n": len(buffer), "shard_hash": short_hash(*sids)})
+        buffer.clear()
+
+    for cand in iter_candidates(catalog, workers=workers, progress=progress):
+        cand.meta["shard"] = f"shard-{len(shards):05d}.aselmdb"
+        cand.meta["shard_row"] = len(buffer)
+        cand.atoms.info = dict(cand.meta)
+        rows.append(cand.meta)
+        buffer.append(cand.atoms)
+        if len(buffer) >= shard_size:
+            flush()
+    if buffer:
+        flush()
+    # drop shards of an earlier, larger enumeration in the same folder
+    keep = {s["shard"] for s in shards}
+    for old in shard_dir.glob("shard-*.aselmdb"):
+        if old.name not in keep:
+            old.unlink()
+    df = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS + ["shard", "shard_row"])
+    write_parquet_atomic(df, out_dir / "candidates.parquet")
+    dup = int(df["sid"].duplicated().sum())
+    if dup:
+        raise RuntimeError(f"{dup} duplicate sids in enumeration of {catalog.name}: this is a bug")
+    manifest = {
+        "catalog": catalog.name, "catalog_hash": chash, "shard_size": shard_size,
+        "enumeration_version": ENUMERATION_VERSION,
+        "n_candidates": len(df), "n_systems": int(df["system_id"].nunique()),
+        "n_bulks": len(bulk_specs(catalog)), "shards": shards,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(manifest_path, manifest)
+    return manifest
+
+
+def sample_candidates(candidates: pd.DataFrame, max_systems: int) -> pd.DataFrame:
+    """The ``max_systems`` candidates with the lowest sid hash (stable under catalog edits)."""
+    if len(candidates) <= max_systems:
+        return candidates
+    order = candidates["sid"].map(unit_hash).sort_values(kind="stable").index[:max_systems]
+    return candidates.loc[sorted(order)]
