@@ -36,3 +36,35 @@ def test_sample_is_stable_subset():
     assert len(small) == 100 and set(small.sid) < set(big.sid)
     # the same candidates whatever the row order
     assert set(sample_candidates(df.sample(frac=1, random_state=1), 100).sid) == set(small.sid)
+
+
+def test_subset_files_are_keyed_by_content(tmp_path):
+    """A rebuild with another sample reuses no file of the earlier one and leaves none behind."""
+    from ase.build import fcc111
+
+    from qecat_core.common.structures import iter_structures, write_aselmdb
+    from qecat_core.label.dataset import write_subset
+
+    structures = []
+    for k in range(10):
+        a = fcc111("Cu", (1, 1, 2), vacuum=5.0)
+        a.positions[0, 2] += 0.01 * k
+        a.info["sid"] = f"s{k}"
+        structures.append(a)
+    cand = tmp_path / "candidates"
+    write_aselmdb(cand / "shards" / "shard-00000.aselmdb", structures)
+    out = tmp_path / "inputs"
+
+    def sids_in(files):
+        return sorted(a.info["sid"] for f in files for a in iter_structures(f))
+
+    first = write_subset(cand, {"s0", "s1", "s2", "s3"}, out, shard_size=2)
+    assert len(first) == 2 and sids_in(sorted(out.glob("*.aselmdb"))) == ["s0", "s1", "s2", "s3"]
+    # another sample of the same size: the same file names by position would be reused by name
+    second = write_subset(cand, {"s4", "s5", "s6", "s7"}, out, shard_size=2)
+    assert sids_in(sorted(out.glob("*.aselmdb"))) == ["s4", "s5", "s6", "s7"]
+    assert not set(first) & set(second)
+    # the same sample again reuses its files as they are
+    mtimes = {p: p.stat().st_mtime_ns for p in second}
+    assert write_subset(cand, {"s4", "s5", "s6", "s7"}, out, shard_size=2) == second
+    assert {p: p.stat().st_mtime_ns for p in second} == mtimes

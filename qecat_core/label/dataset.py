@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from qecat_core.common.errors import QecatError
-from qecat_core.common.hashing import unit_hash
+from qecat_core.common.hashing import short_hash, unit_hash
 from qecat_core.enumerate.candidates import sample_candidates
 
 OOD_ADSORBATES = ("*NH2", "*CHO")
@@ -51,25 +51,36 @@ def assign_splits(df: pd.DataFrame, ood_adsorbates=OOD_ADSORBATES, ood_pairs=OOD
 
 
 def write_subset(cand_dir: Path, sids: set[str], out: Path, shard_size: int = 2000) -> list[Path]:
-    """Copy the initial structures of ``sids`` from the candidate shards into new shards."""
+    """Copy the initial structures of ``sids`` from the candidate shards into new shards in ``out``.
+
+    Each file is named by the content hash of the sids it holds (``part-<hash>.aselmdb``), so an
+    existing file is reused only when it holds exactly those structures; files of an earlier sample or
+    catalog that are not part of this subset are removed, so that labelling ``out`` never sees them.
+    """
     from qecat_core.common.structures import iter_structures, write_aselmdb
 
     out.mkdir(parents=True, exist_ok=True)
-    written, buf = [], []
+    written: list[Path] = []
+    buf: list = []
+
+    def flush() -> None:
+        path = out / f"part-{short_hash(*(a.info['sid'] for a in buf))}.aselmdb"
+        if not path.exists():
+            write_aselmdb(path, buf)
+        written.append(path)
+        buf.clear()
+
     for shard in sorted((cand_dir / "shards").glob("shard-*.aselmdb")):
         for atoms in iter_structures(shard):
             if atoms.info["sid"] in sids:
                 atoms.info.pop("source", None)
                 buf.append(atoms)
                 if len(buf) >= shard_size:
-                    written.append(out / f"part-{len(written):04d}.aselmdb")
-                    if not written[-1].exists():
-                        write_aselmdb(written[-1], buf)
-                    buf = []
+                    flush()
     if buf:
-        written.append(out / f"part-{len(written):04d}.aselmdb")
-        if not written[-1].exists():
-            write_aselmdb(written[-1], buf)
+        flush()
+    for stale in set(out.glob("*.aselmdb")) - set(written):
+        stale.unlink()
     return written
 
 
