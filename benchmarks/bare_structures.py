@@ -6,7 +6,7 @@ Every flag-free structure of the split is predicted twice by fused, graph and te
 dataset stores it (adsorbate, bulk formula, Miller index and configuration string in ``atoms.info``)
 and *bare* (``atoms.info`` reduced to the sid and the label, as from an ``.extxyz`` written by any
 other tool; with ``--no-tags`` the tags go too). The bare structure's adsorbate, bulk formula and
-Miller index then come from :mod:`qecat_core.infer`. Prints how often the inferred values agree with
+Miller index then come from :mod:`qecat_core.enumerate.infer`. Prints how often the inferred values agree with
 the dataset's (the Miller index in the cubic cell: the dataset's pure and random fcc slabs carry the
 index of the primitive cell they were cut from) and MAE (eV) / within 0.1 eV / per-system ρ for both.
 """

@@ -3,7 +3,7 @@
     python benchmarks/site_noise.py [--sigma 1e-9] [--runs 6]
 
 Cuts 2x2 Cu slabs (a = 3.8 Å; (100), (111), (110)) with pymatgen and runs
-``AdsorbateSiteFinder.find_adsorption_sites`` with the settings of ``qecat_core.sites`` (symmetry
+``AdsorbateSiteFinder.find_adsorption_sites`` with the settings of ``qecat_core.enumerate.sites`` (symmetry
 reduction 1e-2, no near-reduction, no obtuse hollows), once on the slab as cut and then on copies
 whose atoms are moved by a seeded Gaussian of ``sigma`` Å per coordinate. Prints the number of
 top / bridge / hollow sites per run: a count that changes under a 1e-9 Å move can also change

@@ -53,7 +53,7 @@ def place(slab: Atoms, adsorbate: Atoms, binding_index: int, xy: np.ndarray, ang
     """Slab + adsorbate with the binding atom touching the surface above ``xy``.
 
     ``adsorbate`` must be oriented (binding atom at the origin, molecule towards +z), see
-    :meth:`qecat_core.adsorbates.Adsorbate.oriented`. Adsorbate atoms get tag 2.
+    :meth:`qecat_core.catalog.adsorbates.Adsorbate.oriented`. Adsorbate atoms get tag 2.
     """
     ads = adsorbate.copy()
     if angle:

@@ -20,7 +20,7 @@ Views (hive-partitioned paths become columns):
 
 Only queries that read (SELECT / WITH / VALUES / DESCRIBE / SHOW / EXPLAIN / SUMMARIZE) are
 accepted; file access is limited to the results folder. Errors are one line
-(:class:`~qecat_core.errors.QecatError`).
+(:class:`~qecat_core.common.errors.QecatError`).
 """
 
 from __future__ import annotations
