@@ -1,20 +1,20 @@
-"""QE-Catalytic model: graph channel (eSCN-MD), language channel (Qwen2), their fusion, training,
-evaluation and prediction. Energies in eV, lengths in Å, OC20 tags (0 subsurface, 1 surface, 2 adsorbate).
+"""Stage 3, the QE-Catalytic model: graph channel (eSCN-MD), language channel (Qwen2) and their fusion.
 
-One concept per module (heavy dependencies are imported by the submodules, not here):
+Takes OC20-tagged structures and/or configuration strings; gives relaxed adsorption energies (eV).
+Lengths in Å, OC20 tags (0 subsurface, 1 surface, 2 adsorbate). Heavy dependencies are imported by
+the submodules, not here.
 
 * ``tokenizer``  byte-level BPE for configuration strings and CIF text (transformers tokenizer folder)
 * ``graph``      backbone registry (``escn_md``; ``equiformer_v2`` raises), structure cropping, pooling
 * ``lm``         tiny Qwen2ForCausalLM from scratch, or any local Qwen checkpoint (``load_lm``)
 * ``normalizer`` E_ads normalisation (mean/std, per-adsorbate and per-element references)
-* ``losses``     L1/MSE (optionally weighted), InfoNCE, distillation, pair loss
 * ``elements``   the chemical elements a model was trained on; inputs outside them are refused
 * ``fusion``     ``QECatModel``: modes fused | text | graph
 * ``data``       structure / text datasets, ``Collator`` -> ``Batch``
-* ``checkpoint`` ``save_model`` / ``load_model`` (model folders)
-* ``train``      ``train_stage(stage, train_path, val_path, out_dir, config)``: graph | text | align | joint
+* ``checkpoint`` ``save_model`` / ``load_model`` (model folders, by path)
+* ``train/``     the training stages, losses, typed options (``TrainConfig``) and recipes
 * ``evaluate``   MAE, within 0.1 eV, configuration discrimination (Spearman per system), parity plots
+* ``report``     the evaluation table (graph / text unaligned / text aligned / fused per split)
 * ``predict``    ``predict_structures`` / ``predict_texts`` -> DataFrame(sid, e_ads_pred, mode, model_id
                  [, unseen_elements with ``allow_unseen_elements``])
-* ``bench``      timing helpers
 """
