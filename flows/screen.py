@@ -31,7 +31,7 @@ from qecat_core.screen.config import ScreenConfig, load_screen_config  # noqa: E
 from qecat_core.screen.jobs import ShardOutcome  # noqa: E402
 from qecat_core.screen.pipeline import finish, job_chunks, report  # noqa: E402
 from qecat_core.screen.plan import cached_outcomes, enumerate_candidates, new_run_id, plan_screen, run_shards  # noqa: E402
-from qecat_core.screen.rank import movers, rank  # noqa: E402
+from qecat_core.screen.rank import rank_with_movers  # noqa: E402
 from qecat_core.screen.verify import verify  # noqa: E402
 
 SHARD_RETRIES = 2
@@ -45,6 +45,7 @@ enumerate_task = _task(enumerate_candidates, retries=1, retry_delay_seconds=5)  
 plan_task = _task(plan_screen)
 collect_task = _task(collect, retries=1, retry_delay_seconds=5)
 verify_task = _task(verify)
+rank_task = task(rank_with_movers, name="rank", cache_policy=NO_CACHE)
 
 
 @task(name="shards", cache_policy=NO_CACHE, retries=SHARD_RETRIES, retry_delay_seconds=10, task_run_name="shards-{label}")
@@ -59,12 +60,6 @@ def shards_task(plan, jobs, label: str) -> list[ShardOutcome]:
         if o.status == "failed":
             get_run_logger().error("%s", o.error)
     return outcomes
-
-
-@task(name="rank", cache_policy=NO_CACHE)
-def rank_task(plan):
-    ranking = rank(plan)
-    return ranking, movers(plan, ranking)
 
 
 @task(name="finish", cache_policy=NO_CACHE)

@@ -1,7 +1,6 @@
 """A local, offline Prefect server + process worker for the deployments of prefect.yaml (``make serve``).
 
     python -m flows.serve start    # server, work pool, `prefect deploy --all`, worker (again: re-deploys)
-    python -m flows.serve status   # server, worker, screen/bimetallics' schedule, the last flow runs
     python -m flows.serve stop     # worker, then `prefect server stop`                  (all idempotent)
 
 Prefect's commands do the work: ``prefect server start --background`` (pid in ``$PREFECT_HOME/server.pid``:
@@ -17,6 +16,8 @@ but leaving them Running, so ``stop`` marks them Crashed (a rerun redoes only un
 ``PREFECT_HOME`` = ``--home`` / ``$QECAT_PREFECT_HOME`` (default ``.prefect/``): ``prefect.db``, pid files,
 ``logs/`` (worker, deploy; the background server's output is not kept), ``env`` (``source`` it to reach
 this server). Port: ``--port`` / ``$QECAT_PREFECT_PORT``, else the one ``env`` records, else 4200.
+What runs: Prefect's own ``prefect server status``, ``prefect work-pool inspect qecat-process``,
+``prefect deployment schedule ls screen/bimetallics`` and ``prefect flow-run ls`` (after ``source .prefect/env``).
 """
 
 import argparse
@@ -162,7 +163,7 @@ def start(cfg: ServeConfig, quiet: bool = False) -> None:
     opt = "" if cfg.home == ServeConfig().home else f" --home {home}"
     if not quiet:
         print(f"\nready; from the repository root:\n  source {home}/env\n  prefect deployment run {DEPLOYMENT} "
-              f"--watch\n  python -m flows.serve status{opt}\n  python -m flows.serve stop{opt}")
+              f"--watch\n  prefect flow-run ls\n  python -m flows.serve stop{opt}")
 
 
 def stop(cfg: ServeConfig) -> None:
@@ -198,25 +199,15 @@ def _mark_crashed(cfg: ServeConfig) -> None:
             print(f"serve: flow run {r.name} interrupted: marked Crashed")
 
 
-def status(cfg: ServeConfig) -> int:
-    ok, worker = healthy(cfg), running_pid(cfg, "worker")
-    print(f"serve: server {'healthy' if ok else 'not reachable'} at {cfg.api_url}, worker "
-          f"{f'pid {worker}' if worker else 'not running'}, logs in {cfg.home / 'logs'}")
-    if ok:
-        _prefect(cfg, "deployment", "schedule", "ls", DEPLOYMENT, capture=False)
-        _prefect(cfg, "flow-run", "ls", "--limit", "5", capture=False)
-    return 0 if ok and worker else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["start", "stop", "status"])
+    ap.add_argument("command", choices=["start", "stop"])
     ap.add_argument("--home", type=Path, help="PREFECT_HOME (default .prefect/ in the repository)")
     ap.add_argument("--port", type=int, help="server port (default 4200)")
     args = ap.parse_args(argv)
     cfg = ServeConfig(port=args.port, **({"home": args.home} if args.home else {}))
     try:
-        return {"start": start, "stop": stop, "status": status}[args.command](cfg) or 0
+        return {"start": start, "stop": stop}[args.command](cfg) or 0
     except ServeError as exc:
         print(f"serve: error: {exc}", file=sys.stderr)
         return 1

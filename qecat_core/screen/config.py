@@ -3,7 +3,7 @@
 :class:`ScreenConfig` says what to screen (catalog), with what (checkpoint, mode), where it runs
 (executor ``local`` or ``slurm`` with :class:`SlurmSettings`) and where results go. It loads from
 YAML (:func:`load_screen_config`); every error is one line naming the file, the field and what is
-allowed, raised as :class:`~qecat_core.errors.InputError`::
+allowed, raised as :class:`~qecat_core.common.errors.InputError`::
 
     catalog: catalogs/bimetallics.yaml
     checkpoint: models/qecat-emt-v1     # omitted / null: the shipped default model

@@ -18,32 +18,23 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from qecat_core.screen.rank import rank_with_movers
 from qecat_core.common.errors import QecatError
 from qecat_core.screen.jobs import ShardTask
 import json
 from qecat_core.common.atomic import write_json_atomic
 from qecat_core.results.schema import CANDIDATE_META, PREDICTIONS, RUNS, arrow_schema
-from qecat_core.screen.collect import Collected, collect, write_candidates_view
+from qecat_core.screen.collect import Collected, collect
 from qecat_core.screen.config import ScreenConfig
 from qecat_core.screen.jobs import ShardOutcome
 from qecat_core.screen.plan import (
-    Enumeration,
     ScreenPaths,
     ScreenPlan,
     cached_outcomes,
-    checkpoint_info,
-    code_version,
-    content_key,
-    enumerate_candidates,
-    group_jobs,
-    load_candidates,
-    new_run_id,
     plan_screen,
-    predicted_sids,
     run_shards,
     screen_name,
 )
-from qecat_core.screen.rank import movers, rank, read_predictions
 from qecat_core.screen.verify import verify
 
 META_COLUMNS = list(CANDIDATE_META)
@@ -128,13 +119,10 @@ def run_screen(cfg: ScreenConfig, progress: bool = False, run_id: str | None = N
     plan = plan_screen(cfg, run_id=run_id, progress=progress)
     outcomes = cached_outcomes(plan) + run_shards(plan)
     collected = collect(plan, outcomes)
-    ranking = rank(plan)
-    moved = movers(plan, ranking)
+    ranking, moved = rank_with_movers(plan)
     ver = verify(plan, ranking) if cfg.verify_top_k else None
     summary = finish(plan, outcomes, collected, ranking, moved, ver, seconds=time.perf_counter() - t0)
     return ScreenResult(summary, ranking, (ver or {}).get("table"))
-
-
 
 
 def job_chunks(plan: ScreenPlan) -> list[tuple[str, list[list[ShardTask]]]]:

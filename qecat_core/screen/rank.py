@@ -93,3 +93,7 @@ def movers(plan: ScreenPlan, ranking: pd.DataFrame, top: int = 10) -> dict[str, 
             "n_changed": int(len(changed)), "top": rows}
 
 
+def rank_with_movers(plan: ScreenPlan) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`rank` and the :func:`movers` of that ranking."""
+    ranking = rank(plan)
+    return ranking, movers(plan, ranking)
