@@ -1,6 +1,6 @@
 """Metadata of a bare adsorbate + slab structure: which adsorbate, which bulk formula, which facet.
 
-The configuration string (:mod:`qecat_core.text`) and the per-adsorbate energy offsets of the model
+The configuration string (:mod:`qecat_core.enumerate.text`) and the per-adsorbate energy offsets of the model
 need the adsorbate's OC20 SMILES, the bulk formula and the Miller index. Structures written by
 ``qecat enumerate`` carry them in ``atoms.info``; a structure from anywhere else (an ``.extxyz``,
 a POSCAR, an ``ase.build`` slab) usually does not. :func:`complete_metadata` fills in what is
@@ -16,6 +16,11 @@ missing from the geometry alone (tags as in OC20: 2 adsorbate, 0/1 slab):
   bonds (fcc bonds run along <110>), as the smallest integers, largest first (``(2 1 1)``). Other
   lattices give ``None``.
 
+Values given in ``atoms.info`` win over the geometry (``prefer_geometry=True``, ``qecat predict
+--infer-metadata``, reverses that); they are read with :func:`parse_miller` and :func:`parse_adsorbate`,
+which accept the spellings people write, and one that cannot be read is an :class:`InputError` naming
+the structure, the key, the value and the accepted forms.
+
 >>> from ase.build import fcc211, add_adsorbate
 >>> slab = fcc211("Pt", (3, 3, 4), vacuum=8.0)
 >>> add_adsorbate(slab, "O", 1.2, position=(0.0, 0.0)); slab.set_tags([1] * 36 + [2])
@@ -25,20 +30,199 @@ missing from the geometry alone (tags as in OC20: 2 adsorbate, 0/1 slab):
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from functools import cache
+from numbers import Integral, Real
 
 import numpy as np
 from ase import Atoms
 from ase.data import covalent_radii
 from ase.geometry import get_distances
 
+from qecat_core.common.errors import InputError
 from qecat_core.common.tags import TAG_ADSORBATE
 from qecat_core.enumerate.placement import BOND_SCALE
 
 # The adsorbates of catalogs/bimetallics.yaml (the ones the shipped model was trained on) win ties.
 PREFERRED = ("*H", "*O", "*OH", "*C", "*CH", "*CH2", "*CH3", "*N", "*NH", "*NH2", "*CO", "*COH", "*CHO",
              "*OCH3", "*N2")
+
+
+MILLER_FORMS = '111, "1 1 1", "(1, 1, 1)", [1, 1, 1], hcp "0001"'
+ADSORBATE_FORMS = "an OC20 adsorbate SMILES, with or without '*', any case: '*OH', 'OH'; the list: qecat adsorbates"
+
+
+def _index(token) -> int:
+    """One integer Miller index from an int, an integral float or a string of either."""
+    if isinstance(token, (bool, np.bool_)):
+        raise TypeError(token)
+    if isinstance(token, str):
+        token = token.strip()
+        try:
+            return int(token)
+        except ValueError:
+            token = float(token)
+    if isinstance(token, Integral):
+        return int(token)
+    if isinstance(token, Real) and float(token).is_integer():
+        return int(token)
+    raise ValueError(token)
+
+
+def parse_miller(value) -> tuple[int, int, int]:
+    """A Miller index as written anywhere -> ``(h, k, l)`` (the 3-index form of the OC20 strings).
+
+    Three-digit strings and integers are three single-digit indices (a minus sign belongs to the digit
+    after it); separated indices (spaces or commas, in optional brackets) may have several digits;
+    hcp 4-index ``(h k i l)`` with ``i = -(h + k)`` gives ``(h k l)``. An integer of fewer than three
+    digits lost its leading zeros (extxyz reads ``miller=0001`` as 1): ``1`` is ``(0 0 1)``.
+    Raises ValueError (its message says why) for anything else.
+
+    >>> [parse_miller(v) for v in (111, "111", "1 1 1", "(1, 1, 1)", "(1 1 1)", [1, 1, 1], (1, 1, 1),
+    ...                            np.array([1, 1, 1]), "[1. 1. 1.]")]  # doctest: +NORMALIZE_WHITESPACE
+    [(1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1)]
+    >>> parse_miller("1 -1 0"), parse_miller("1-10"), parse_miller("211"), parse_miller("(10, 1, 1)")
+    ((1, -1, 0), (1, -1, 0), (2, 1, 1), (10, 1, 1))
+    >>> parse_miller("0001"), parse_miller("(0 0 0 1)"), parse_miller([0, 0, 0, 1]), parse_miller(1)
+    ((0, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1))
+    >>> parse_miller("10-10"), parse_miller("(1 1 -2 0)")
+    ((1, 0, 0), (1, 1, 0))
+    >>> parse_miller("abc")
+    Traceback (most recent call last):
+    ValueError: is not a Miller index
+    """
+    bad = ValueError("is not a Miller index")
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise bad
+    if isinstance(value, Real) and not isinstance(value, Integral):
+        if not float(value).is_integer():
+            raise bad
+        value = int(value)
+    if isinstance(value, Integral):
+        value = f"{int(value):03d}" if 0 <= int(value) < 100 else str(int(value))
+    if isinstance(value, str):
+        s = value.strip().strip("()[]{}").strip()
+        if re.fullmatch(r"(?:[+-]?\d)+", s):  # compact: one digit per index ('111', '1-10', '0001')
+            tokens: list = re.findall(r"[+-]?\d", s)
+        else:
+            tokens = [t for t in re.split(r"[\s,;]+", s) if t]
+    else:
+        try:
+            tokens = list(np.asarray(value, dtype=object).reshape(-1)) if not isinstance(value, dict) else []
+        except (TypeError, ValueError):
+            raise bad from None
+    try:
+        idx = [_index(t) for t in tokens]
+    except (TypeError, ValueError, OverflowError):
+        raise bad from None
+    if len(idx) == 4:
+        h, k, i, l = idx
+        if i != -(h + k):
+            raise ValueError("is not a Miller-Bravais index (h k i l needs i = -(h + k))")
+        idx = [h, k, l]
+    if len(idx) != 3:
+        raise bad
+    if not any(idx):
+        raise ValueError("is not a plane (all indices zero)")
+    return tuple(idx)  # type: ignore[return-value]
+
+
+@cache
+def _adsorbate_names() -> dict[str, str]:
+    """Upper-case SMILES without '*' -> OC20 SMILES (unique over the OC20 set)."""
+    from qecat_core.catalog.adsorbates import load_adsorbates
+
+    return {s.replace("*", "").upper(): s for s in load_adsorbates()}
+
+
+def parse_adsorbate(value) -> str:
+    """An adsorbate as written anywhere -> its OC20 SMILES (``'*OH'``), as the OC20 set writes it.
+
+    With or without ``*`` (anywhere: ``'OH*'`` too), any case; raises ValueError when the name is not
+    one of the OC20 set (``qecat adsorbates`` lists them).
+
+    >>> [parse_adsorbate(v) for v in ("*OH", "OH", " oh ", "OH*", "CH2CO", "*CH2*CO", "NH2N(CH3)2")]
+    ['*OH', '*OH', '*OH', '*OH', 'CH2*CO', 'CH2*CO', '*NH2N(CH3)2']
+    >>> parse_adsorbate("OH-")
+    Traceback (most recent call last):
+    ValueError: is not an OC20 adsorbate
+    """
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    smiles = _adsorbate_names().get(value.strip().replace("*", "").upper()) if isinstance(value, str) else None
+    if smiles is None:
+        raise ValueError("is not an OC20 adsorbate")
+    return smiles
+
+
+def _show(value) -> str:
+    """A one-line repr of a metadata value."""
+    if isinstance(value, np.ndarray):
+        text = f"array({value.tolist()!r})"
+    elif isinstance(value, np.generic):
+        text = repr(value.item())
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _absent(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return bool(np.isnan(value))
+    return False
+
+
+def _geometry(atoms: Atoms, key: str):
+    """The value of ``key`` read off the geometry (None when it cannot be)."""
+    if key == "adsorbate":
+        return identify_adsorbate(atoms)
+    if key == "miller":
+        return infer_miller(atoms)
+    slab = atoms[atoms.get_tags() != TAG_ADSORBATE]
+    return slab_formula(slab) if len(slab) else None
+
+
+def _name(atoms: Atoms, name: str | None) -> str:
+    return name or str(atoms.info.get("source") or atoms.info.get("sid") or "structure")
+
+
+def read_metadata(atoms: Atoms, key: str, name: str | None = None, geometry=None):
+    """The given ``atoms.info[key]`` (``adsorbate`` or ``miller``) read with its parser; None when absent.
+
+    A value that cannot be read raises :class:`InputError` naming ``name`` (default: the structure's
+    ``source``), the key, the value and the accepted forms, and saying what the geometry gives
+    (``geometry``: that value when already known; inferred here otherwise).
+    """
+    value = atoms.info.get(key)
+    if _absent(value):
+        return None
+    parse = parse_miller if key == "miller" else parse_adsorbate
+    try:
+        return parse(value)
+    except ValueError as exc:
+        reason = str(exc)
+    forms = MILLER_FORMS if key == "miller" else ADSORBATE_FORMS
+    if geometry is None:
+        geometry = _geometry(atoms, key)
+    if geometry is None:
+        what = "Miller indices: fcc-based slabs" if key == "miller" else "adsorbates: the OC20 set"
+        hint = f"the geometry does not give one either ({what}): fix atoms.info[{key!r}]"
+    else:
+        shown = "(" + " ".join(map(str, geometry)) + ")" if key == "miller" else geometry
+        hint = f"the geometry gives {shown}: rerun with --infer-metadata to use it"
+    raise InputError(f"{_name(atoms, name)}: {key} = {_show(value)} {reason} (accepted: {forms}); {hint}")
 
 
 # Element order of bulk formulas: the default catalog's metals first (its pairs are written A-B in this
@@ -176,29 +360,41 @@ def infer_miller(atoms: Atoms, tol: float = 0.12) -> tuple[int, int, int] | None
     return None
 
 
-def complete_metadata(atoms: Atoms) -> list[str]:
-    """Fill ``adsorbate``, ``bulk_formula`` and ``miller`` into ``atoms.info`` where absent and inferable.
+METADATA_KEYS = ("adsorbate", "bulk_formula", "miller")
 
-    Needs tags (see :func:`qecat_core.common.tags.ensure_tags`). Returns the keys it filled in (also stored
+
+def complete_metadata(atoms: Atoms, name: str | None = None, prefer_geometry: bool = False,
+                      keys: tuple[str, ...] = METADATA_KEYS) -> list[str]:
+    """Read ``adsorbate`` and ``miller`` of ``atoms.info`` (:func:`read_metadata`: stored back as the OC20
+    SMILES and an ``(h, k, l)`` tuple) and fill in those of ``keys`` that are absent and inferable.
+
+    ``prefer_geometry``: the geometry's value wins for every key it gives (the given one, read as above,
+    where it gives none; an unreadable given value is then only an error when the geometry gives none).
+    ``name`` names the structure in errors (default: ``atoms.info['source']``). Needs tags (see
+    :func:`qecat_core.common.tags.ensure_tags`). Returns the keys it took from the geometry (also stored
     as ``atoms.info['inferred']``, comma-separated).
     """
     info = atoms.info
     filled = []
-    if not info.get("adsorbate"):
-        ads = identify_adsorbate(atoms)
-        if ads:
-            info["adsorbate"] = ads
-            filled.append("adsorbate")
-    if not (info.get("bulk_formula") or info.get("bulk")):
-        slab = atoms[atoms.get_tags() != TAG_ADSORBATE]
-        if len(slab):
-            info["bulk_formula"] = slab_formula(slab)
-            filled.append("bulk_formula")
-    if info.get("miller") is None:
-        m = infer_miller(atoms)
-        if m is not None:
-            info["miller"] = m
-            filled.append("miller")
+    for key in keys:
+        if key == "bulk_formula":
+            given = None if _absent(info.get("bulk_formula")) and _absent(info.get("bulk")) else True
+        elif prefer_geometry:
+            given = None
+        else:
+            given = read_metadata(atoms, key, name)
+        if given is not None and not prefer_geometry:
+            if key != "bulk_formula":
+                info[key] = given
+            continue
+        inferred = _geometry(atoms, key)
+        if inferred is not None:
+            info[key] = inferred
+            filled.append(key)
+        elif key != "bulk_formula":
+            given = read_metadata(atoms, key, name)  # the given value as the fallback
+            if given is not None:
+                info[key] = given
     if filled:
         info["inferred"] = ",".join(filled)
     return filled

@@ -24,13 +24,16 @@ from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
 from qecat_core.common.tags import TAG_ADSORBATE
+from qecat_core.enumerate.infer import parse_miller
 from qecat_core.enumerate.placement import BOND_SCALE, inplane_displacements
 
 SITE_WORDS = {1: "atop", 2: "bridge"}  # 3 or more: hollow
 
 
 def miller_text(miller) -> str:
-    return "(" + " ".join(str(int(i)) for i in miller) + ")"
+    """``'(h k l)'`` of a Miller index in any spelling :func:`qecat_core.enumerate.infer.parse_miller` reads
+    (``'111'``, ``[1, 1, 1]``, hcp ``'0001'`` -> ``'(0 0 1)'``); ValueError for anything else."""
+    return "(" + " ".join(str(i) for i in parse_miller(miller)) + ")"
 
 
 def slab_neighbor_symbols(slab: Atoms) -> list[list[str]]:
