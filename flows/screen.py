@@ -75,7 +75,7 @@ def finish_task(plan, outcomes, collected, ranking, moved, verification) -> dict
 def screen(config: ScreenConfig | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Screen ``config.catalog`` with ``config.checkpoint``; returns the run summary (qecat_core.screen.pipeline.finish)."""
     cfg = config or ScreenConfig()
-    cfg.checkpoint_path()
+    cfg.checkpoint_path(), cfg.check_device()  # one-line errors before anything runs
     run_id = run_id or new_run_id()
     plan = plan_task(cfg, enum=enumerate_task(cfg), run_id=run_id)
     futures = [(jobs, shards_task.submit(plan, jobs, label)) for label, jobs in job_chunks(plan)]

@@ -1,4 +1,4 @@
-"""Adsorbate, bulk formula and Miller index read off bare structures (qecat_core.infer)."""
+"""Adsorbate, bulk formula and Miller index read off bare structures (qecat_core.enumerate.infer)."""
 
 from __future__ import annotations
 

@@ -121,6 +121,8 @@ def screen_cmd(
     slurm: Annotated[Optional[Path], typer.Option(help="SLURM settings YAML, e.g. slurm/local-cluster.yaml")] = None,
     shard_size: Annotated[Optional[int], typer.Option(min=1, help="candidates per shard (default: 1000)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="structures per forward pass (default: 32)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="where the jobs run the model: auto | cpu | cuda | cuda:N "
+                                                  "(default: auto, a job's GPU when it has one)")] = None,
     results: Annotated[Optional[Path], typer.Option(help="results folder (default: results)")] = None,
     work: Annotated[Optional[Path], typer.Option(help="work folder: enumerations, shard outputs, job logs (default: runs)")] = None,
     name: Annotated[Optional[str], typer.Option(help="screen name (default: the catalog's name)")] = None,
@@ -143,12 +145,13 @@ def screen_cmd(
     from qecat_core.screen.config import load_screen_config
 
     overrides = dict(catalog=catalog, checkpoint=checkpoint, mode=mode, executor=executor, slurm=slurm,
-                     shard_size=shard_size, batch_size=batch_size, results=results, work=work, name=name,
+                     shard_size=shard_size, batch_size=batch_size, device=device, results=results, work=work, name=name,
                      verify_top_k=verify_top_k, calculator=calculator, workers=workers, limit=limit,
                      allow_unseen_elements=True if allow_unseen_elements else None)
     try:
         cfg = load_screen_config(config, **overrides)
         cfg.checkpoint_path()
+        cfg.check_device()
         from qecat_core.screen.pipeline import run_screen
 
         result = run_screen(cfg, progress=True)

@@ -16,7 +16,7 @@ from qecat_core.common.errors import InputError, QecatError
 from qecat_core.model.train.config import DEFAULT_RECIPE
 
 train_app = typer.Typer(no_args_is_help=True, help="Train the QE-Catalytic model (resumable stages, recipes in "
-                                                   "qecat_core/model/configs).")
+                                                   "qecat_core/model/train/configs).")
 
 
 def _quiet() -> None:
@@ -34,8 +34,10 @@ def resolve_checkpoint(path: Optional[Path]) -> Path:
     return _resolve(path)
 
 
-def _overrides(epochs, lr, threads, max_minutes, init_from, lm, limit_train=None) -> dict:
+def _overrides(epochs, lr, threads, max_minutes, init_from, lm, limit_train=None, device=None) -> dict:
     o: dict = {}
+    if device is not None:
+        o["device"] = device
     if epochs is not None:
         o["epochs"] = epochs
     if lr is not None:
@@ -59,6 +61,8 @@ Threads = Annotated[Optional[int], typer.Option(min=1, help="torch threads (reci
 MaxMin = Annotated[Optional[float], typer.Option(help="stop resumably after the epoch that passes this many minutes")]
 InitFrom = Annotated[Optional[Path], typer.Option(help="model folder to start from")]
 Lm = Annotated[Optional[Path], typer.Option("--lm", help="local Qwen2/Qwen3 checkpoint + tokenizer folder for the LM")]
+TrainDevice = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (overrides the recipe; "
+                                                         "default auto: CUDA when available)")]
 
 
 @train_app.command("pipeline")
@@ -69,7 +73,7 @@ def train_pipeline_cmd(
     train: Annotated[Optional[Path], typer.Option(help="training structures (.aselmdb ...); default from the recipe")] = None,
     val: Annotated[Optional[Path], typer.Option(help="validation structures; default from the recipe")] = None,
     epochs: Epochs = None, lr: Lr = None, threads: Threads = None, max_minutes: MaxMin = None,
-    init_from: InitFrom = None, lm: Lm = None,
+    init_from: InitFrom = None, lm: Lm = None, device: TrainDevice = None,
 ) -> None:
     """Run all stages of a recipe (default emt-v1: graph -> align -> joint). Rerun to resume."""
     _quiet()
@@ -77,7 +81,8 @@ def train_pipeline_cmd(
 
     try:
         rec = load_recipe(config)
-        s = run_recipe(rec, out, train, val, _overrides(epochs, lr, threads, max_minutes, init_from, lm))
+        s = run_recipe(rec, out, train, val, _overrides(epochs, lr, threads, max_minutes, init_from, lm,
+                                                        device=device))
     except QecatError as exc:
         fail(exc)
     for st, r in s["stages"].items():
@@ -97,14 +102,14 @@ def _stage_cmd(stage: str):
         text_column: Annotated[str, typer.Option(help="text stage with --data: column of configuration strings")] = "text",
         target_column: Annotated[str, typer.Option(help="text stage with --data: target column (eV)")] = "e_ads_dft",
         epochs: Epochs = None, lr: Lr = None, threads: Threads = None, max_minutes: MaxMin = None,
-        init_from: InitFrom = None, lm: Lm = None,
+        init_from: InitFrom = None, lm: Lm = None, device: TrainDevice = None,
     ) -> None:
         _quiet()
         from qecat_core.model.train.recipes import load_recipe, stage_config
         from qecat_core.model.train.stages import train_stage
         from qecat_core.model.train.text_table import train_text_table
 
-        ov = _overrides(epochs, lr, threads, max_minutes, init_from, lm)
+        ov = _overrides(epochs, lr, threads, max_minutes, init_from, lm, device=device)
         try:
             if data is not None:
                 if stage != "text":
@@ -140,6 +145,12 @@ for _st in ("graph", "align", "joint", "text"):
 
 Checkpoint = Annotated[Optional[Path], typer.Option("--checkpoint", help="model folder (default: models/qecat-emt-v1 "
                                                                          "or $QECAT_CHECKPOINT)")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available, else CPU) | cpu | cuda | cuda:N")]
+Precision = Annotated[str, typer.Option(help="fp32 | bf16 (autocast; error vs fp32 in docs/benchmarks.md) | "
+                                             "fp16 (CUDA only, not measured)")]
+MaxAtoms = Annotated[Optional[int], typer.Option(min=1, help="pack consecutive structures into batches of up to "
+                                                              "this many atoms (cropped) instead of --batch-size "
+                                                              "structures; e.g. 20000 on a GPU")]
 AllowUnseen = Annotated[bool, typer.Option("--allow-unseen-elements",
                                             help="predict inputs with elements the model was not trained on "
                                                  "(marked in a column unseen_elements) instead of stopping")]
@@ -171,14 +182,29 @@ def evaluate_cmd(
     typer.echo(f"-> {out}/metrics.json, {out}/table.md, {out}/parity_*.png")
 
 
+def _device(device: str, precision: str):
+    """The resolved ``--device`` (one-line error before the model loads), with ``--precision`` checked on it."""
+    from qecat_core.model.device import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    resolve_precision(precision, dev)
+    return dev
+
+
 def predict_cmd(
     input: Annotated[Path, typer.Argument(help="initial structures: any ASE-readable file or folder, or .aselmdb")],
     out: Annotated[Path, typer.Option("-o", "--out", help="output parquet (sid, e_ads_pred [eV], mode, model_id)")],
     mode: Annotated[str, typer.Option(help="fused | graph | text")] = "fused",
     checkpoint: Checkpoint = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    device: Device = "auto",
+    max_atoms_per_batch: MaxAtoms = None,
+    precision: Precision = "fp32",
     threads: Threads = None,
     allow_unseen_elements: AllowUnseen = False,
+    infer_metadata: Annotated[bool, typer.Option("--infer-metadata",
+                                                 help="adsorbate, bulk formula and Miller index from the geometry "
+                                                      "wherever it gives them, over atoms.info")] = False,
 ) -> None:
     """Predict relaxed adsorption energies (eV) from initial structures."""
     _quiet()
@@ -186,9 +212,11 @@ def predict_cmd(
     from qecat_core.model.predict import predict_structures
 
     try:
+        dev = _device(device, precision)
         ck = resolve_checkpoint(checkpoint)
         df = predict_structures(str(ck), input, mode=mode, batch_size=batch_size, num_threads=threads,
-                                allow_unseen_elements=allow_unseen_elements)
+                                allow_unseen_elements=allow_unseen_elements, infer_metadata=infer_metadata,
+                                device=dev, max_atoms_per_batch=max_atoms_per_batch, precision=precision)
         if df.empty:
             raise InputError(f"{input}: no structures")
         write_parquet_atomic(df, out)
@@ -203,6 +231,8 @@ def predict_text_cmd(
     text_column: Annotated[str, typer.Option(help="column of configuration strings")] = "text",
     checkpoint: Checkpoint = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Device = "auto",
+    precision: Precision = "fp32",
     threads: Threads = None,
     allow_unseen_elements: AllowUnseen = False,
 ) -> None:
@@ -213,11 +243,13 @@ def predict_text_cmd(
     from qecat_core.model.predict import predict_texts
 
     try:
+        dev = _device(device, precision)
         ck = resolve_checkpoint(checkpoint)
         ds = TextDataset(input, text_col=text_column, need_target=False)
         df = predict_texts(str(ck), [e.text for e in ds.examples], [e.sid for e in ds.examples],
                            batch_size=batch_size, progress=True, num_threads=threads,
-                           allow_unseen_elements=allow_unseen_elements, source=str(input))
+                           allow_unseen_elements=allow_unseen_elements, source=str(input), device=dev,
+                           precision=precision)
         write_parquet_atomic(df, out)
     except QecatError as exc:
         fail(exc)

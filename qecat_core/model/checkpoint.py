@@ -110,8 +110,13 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def load_model(model_dir: str | Path, verify: bool = True):
-    """``(model, tokenizer)`` from a folder written by :func:`save_model`; the model is in eval mode."""
+def load_model(model_dir: str | Path, verify: bool = True, device=None):
+    """``(model, tokenizer)`` from a folder written by :func:`save_model`; the model is in eval mode.
+
+    The weights are read onto the CPU (and checked there against ``model_id``); ``device`` (a
+    :func:`qecat_core.model.device.resolve_device` spec such as ``auto`` / ``cuda:0``, or a
+    ``torch.device``; None = stay on the CPU) then moves the model.
+    """
     from qecat_core.model.fusion import QECatModel
     from qecat_core.model.normalizer import Normalizer
     from qecat_core.model.tokenizer import load_tokenizer
@@ -137,6 +142,10 @@ def load_model(model_dir: str | Path, verify: bool = True):
     trained = cfg.get("training_elements")
     model.training_elements = None if trained is None else tuple(str(e) for e in trained)
     model.eval()
+    if device is not None:
+        from qecat_core.model.device import resolve_device
+
+        model.to(resolve_device(device))
     return model, tokenizer
 
 

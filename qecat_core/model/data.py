@@ -16,7 +16,6 @@ token ids and attention mask [B, T], targets in eV (float64) and the per-row met
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch.utils.data import Dataset
 
 from qecat_core.common.errors import InputError
 from qecat_core.common.tags import ensure_tags
-from qecat_core.enumerate.infer import complete_metadata, identify_adsorbate
+from qecat_core.enumerate.infer import complete_metadata, parse_miller, read_metadata
 from qecat_core.model.elements import text_elements
 from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
 from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
@@ -63,34 +62,63 @@ class Batch:
     def __len__(self) -> int:
         return len(self.sids)
 
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        """This batch with its tensors (and the graph batch, moved in place) on ``device``.
+
+        Token ids, masks, targets and displacements are copied; the fairchem graph batch is moved in
+        place (``AtomicData.to``), so do not reuse the CPU batch's graph afterwards. The per-row metadata
+        (sids, adsorbates, system ids) stays Python. A batch already on ``device`` is returned as is.
+        """
+        import torch
+
+        device = torch.device(device)
+        if self.device == device:
+            return self
+
+        def mv(t):
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        graph = None if self.graph is None else self.graph.to(device, non_blocking=non_blocking)
+        return Batch(graph=graph, input_ids=mv(self.input_ids), attention_mask=mv(self.attention_mask),
+                     targets=mv(self.targets), adsorbates=self.adsorbates, sids=self.sids,
+                     system_ids=self.system_ids, disp=mv(self.disp))
+
+    @property
+    def device(self):
+        """The device of the batch's tensors (the graph's positions, else the token ids; CPU if none)."""
+        import torch
+
+        if self.graph is not None:
+            return self.graph["pos"].device
+        for t in (self.input_ids, self.targets):
+            if t is not None:
+                return t.device
+        return torch.device("cpu")
+
 
 def _parse_miller(value) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        digits = re.findall(r"-?\d", value)
-        return tuple(int(d) for d in digits) if len(digits) == 3 else None
+    """:func:`qecat_core.enumerate.infer.parse_miller`, None for a value it cannot read."""
     try:
-        m = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
+        return None if value is None else parse_miller(value)
+    except ValueError:
         return None
-    return m if len(m) == 3 else None
 
 
-def structure_text(atoms: Atoms, name: str) -> str:
+def structure_text(atoms: Atoms, name: str, infer_metadata: bool = False) -> str:
     """``atoms.info['text']``, or the configuration string generated from the structure.
 
-    The adsorbate, bulk formula and Miller index come from ``atoms.info`` where given, else from the
+    The adsorbate, bulk formula and Miller index come from ``atoms.info`` where given (read in the
+    spellings :func:`qecat_core.enumerate.infer.parse_miller` / ``parse_adsorbate`` accept), else from the
     geometry (:func:`qecat_core.enumerate.infer.complete_metadata`, which fills them into ``atoms.info``; the
-    structure needs tags).
+    structure needs tags); ``infer_metadata``: from the geometry wherever it gives them.
     """
     text = atoms.info.get("text")
     if isinstance(text, str) and text:
         return text
-    complete_metadata(atoms)
+    complete_metadata(atoms, name, prefer_geometry=infer_metadata)
     ads = atoms.info.get("adsorbate")
     bulk = atoms.info.get("bulk_formula") or atoms.info.get("bulk")
-    miller = _parse_miller(atoms.info.get("miller"))
+    miller = atoms.info.get("miller")
     if not (ads and bulk and miller):
         missing = [k for k, v in (("adsorbate", ads), ("bulk_formula", bulk), ("miller", miller)) if not v]
         raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it: {', '.join(missing)} neither "
@@ -122,8 +150,11 @@ def relaxed_positions(path: str | Path) -> dict[str, np.ndarray]:
 
 def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None = 6.0, max_num_elements: int = 100,
                        need_text: bool = True, need_target: bool = False, target_key: str = "e_ads",
-                       relaxed: np.ndarray | None = None) -> Example:
+                       relaxed: np.ndarray | None = None, infer_metadata: bool = False) -> Example:
     """One :class:`Example` from a structure (tags inferred, text generated if needed, cropped graph).
+
+    ``infer_metadata``: adsorbate, bulk formula and Miller index from the geometry wherever it gives them,
+    over the values in ``atoms.info`` (see :func:`structure_text`).
 
     ``relaxed`` (or ``atoms.info['pos_relaxed']``): relaxed positions [n_atoms, 3] (Å) of the same atoms;
     the example then carries the per-atom relaxation displacement (minimum image) of the kept atoms.
@@ -143,7 +174,7 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
         pbc = atoms.pbc if atoms.cell.rank == 3 else False
         d, _ = find_mic(relaxed - atoms.positions, atoms.cell, pbc)
         atoms.set_array("qecat_disp", d)
-    text = structure_text(atoms, name) if need_text else atoms.info.get("text")
+    text = structure_text(atoms, name, infer_metadata) if need_text else atoms.info.get("text")
     target = atoms.info.get(target_key)
     if target is not None:
         target = float(target)
@@ -151,7 +182,12 @@ def example_from_atoms(atoms: Atoms, index: int = 0, crop_radius: float | None =
             target = None
     if need_target and target is None:
         raise InputError(f"{name}: no finite '{target_key}' (eV) in atoms.info")
-    ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None) or identify_adsorbate(atoms)
+    # the adsorbate (per-adsorbate energy offsets): given (read with parse_adsorbate) > the text > the geometry
+    ads = None if infer_metadata else (read_metadata(atoms, "adsorbate", name) or
+                                       (adsorbate_from_text(text) if text else None))
+    if not ads:
+        complete_metadata(atoms, name, prefer_geometry=infer_metadata, keys=("adsorbate",))
+        ads = atoms.info.get("adsorbate") or (adsorbate_from_text(text) if text else None)
     prepared = prepare_atoms(atoms, crop_radius, max_num_elements, name)
     disp = prepared.arrays.pop("qecat_disp", None)
     elements = frozenset(atoms.get_chemical_symbols()) | (text_elements(text) if text else frozenset())
@@ -267,6 +303,35 @@ class TextDataset(_Examples):
             self.examples.append(Example(sid=s, text=t, target=y, adsorbate=a, system_id=g, elements=text_elements(t)))
         if not self.examples:
             raise InputError(f"{name}: no rows with a finite target")
+
+
+def pack_by_atoms(n_atoms: Sequence[int], max_atoms: int) -> list[range]:
+    """Consecutive index ranges whose atom counts sum to at most ``max_atoms`` (input order kept).
+
+    A batch is closed when the next structure would take it over the budget; a structure larger than
+    the budget on its own is a batch of one. Used for GPU-sized prediction batches
+    (``max_atoms_per_batch``): the atoms of the cropped structures, i.e. the graph channel's nodes.
+
+    >>> [list(r) for r in pack_by_atoms([10, 20, 5, 30, 40, 1], 40)]
+    [[0, 1, 2], [3], [4], [5]]
+    """
+    if max_atoms < 1:
+        raise InputError(f"max_atoms_per_batch must be >= 1 (got {max_atoms})")
+    out: list[range] = []
+    start, total = 0, 0
+    for i, n in enumerate(n_atoms):
+        if i > start and total + int(n) > max_atoms:
+            out.append(range(start, i))
+            start, total = i, 0
+        total += int(n)
+    if start < len(n_atoms):
+        out.append(range(start, len(n_atoms)))
+    return out
+
+
+def example_atoms(ex: Example) -> int:
+    """Atoms of an example's cropped structure (the graph channel's nodes); 0 for a text-only example."""
+    return 0 if ex.data is None else int(ex.data["pos"].shape[0])
 
 
 class Collator:

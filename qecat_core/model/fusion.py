@@ -132,6 +132,17 @@ class QECatModel(nn.Module):
     def prefix_len(self) -> int:
         return self.max_atom_tokens + 1
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (``model.to(device)`` moves them; see qecat_core.model.device)."""
+        return self.logit_scale.device
+
+    def _on_device(self, batch):
+        """``batch`` on the model's device (a :class:`~qecat_core.model.data.Batch` collated on the CPU is
+        moved, its graph in place), so callers that collate on the CPU (evaluation) need not move it."""
+        dev = self.device
+        return batch if dev.type == "cpu" and batch.device.type == "cpu" else batch.to(dev)
+
     def encode_graph(self, graph, need_disp: bool = False):
         """GraphOutput of a graph batch, and the predicted relaxation displacement [N, 3] (Å) or None.
 
@@ -190,6 +201,7 @@ class QECatModel(nn.Module):
         """``batch``: a :class:`qecat_core.model.data.Batch`; ``mode``: fused | text | graph."""
         if mode not in MODES:
             raise QecatError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        batch = self._on_device(batch)
         g = None
         if mode in ("fused", "graph"):
             if batch.graph is None:
@@ -225,6 +237,7 @@ class QECatModel(nn.Module):
             raise QecatError("this model has no displacement head (model.graph.displacement_head: true)")
         if batch.graph is None:
             raise QecatError("displacements need structures; this batch has text only")
+        batch = self._on_device(batch)
         g, disp = self.encode_graph(batch.graph, need_disp=True)
         return disp, self.graph_head(g.pooled).squeeze(-1)
 

@@ -174,8 +174,54 @@ class ESCNMDInvariant(nn.Module):
         # of ``model.graph.refine``. The graph is rebuilt on every call, so drop the cache first.
         if "scatter_target" in batch:
             del batch["scatter_target"]
-        emb = self.backbone(batch)["node_embedding"]
+        if batch["pos"].is_cuda and gpu_neighbor_list() == "nvalchemi":
+            emb = self._forward_nvalchemi(batch)
+        else:
+            emb = self.backbone(batch)["node_embedding"]
         return emb if full else emb[:, 0, :]
+
+    def _forward_nvalchemi(self, batch) -> torch.Tensor:
+        # radius_pbc_version 3 hands the pbc tensor to warp, which needs it on the positions' device;
+        # with always_use_pbc fairchem builds it on the CPU, so give it one on the device instead
+        # (all periodic, what always_use_pbc means) for this call only.
+        core = self.backbone
+        old_pbc, old_version, old_always = batch["pbc"], core.radius_pbc_version, core.always_use_pbc
+        batch["pbc"] = torch.ones(int(batch["natoms"].shape[0]), 3, dtype=torch.bool, device=batch["pos"].device)
+        core.radius_pbc_version, core.always_use_pbc = 3, False
+        try:
+            return core(batch)["node_embedding"]
+        finally:
+            batch["pbc"] = old_pbc
+            core.radius_pbc_version, core.always_use_pbc = old_version, old_always
+
+
+# The neighbour list on a GPU. fairchem-core does NOT switch to its GPU neighbour list (nvalchemiops,
+# ``radius_pbc_version`` 3) by itself for CUDA tensors: ``fairchem.core.graph.compute.generate_graph``
+# dispatches on the backbone's ``radius_pbc_version``, fixed when the backbone is built (default 2, the
+# PyTorch radius graph), whatever the device. Version 2 runs on CUDA tensors as it is (same edges as
+# on the CPU) but loops over the systems of a batch in Python. The nvalchemiops one is opt-in:
+# ``QECAT_NEIGHBOR_LIST=nvalchemi`` on a CUDA run (read per call; the CPU always uses version 2, and
+# on a machine without CUDA :func:`import_fairchem` keeps nvalchemiops out, while on one with CUDA it
+# stays importable). It is not the default because its predictions have not yet been compared with
+# version 2's on a GPU (benchmarks/gpu_predict.py reports max |dE| and the rate of both).
+NEIGHBOR_LISTS = ("torch", "nvalchemi")
+
+
+def gpu_neighbor_list() -> str:
+    """``torch`` (fairchem's PyTorch radius graph, the default) or ``nvalchemi`` (CUDA only, when installed),
+    from ``$QECAT_NEIGHBOR_LIST``; an unknown value is an :class:`InputError`."""
+    import os
+
+    v = os.environ.get("QECAT_NEIGHBOR_LIST", "torch").strip().lower() or "torch"
+    if v not in NEIGHBOR_LISTS:
+        raise InputError(f"QECAT_NEIGHBOR_LIST={v!r}: use one of {', '.join(NEIGHBOR_LISTS)}")
+    if v == "nvalchemi":
+        from fairchem.core.graph.radius_graph_pbc_nvidia import nvalchemiops_installed
+
+        if not nvalchemiops_installed():
+            raise InputError("QECAT_NEIGHBOR_LIST=nvalchemi: nvalchemiops (nvalchemi-toolkit-ops) cannot be "
+                             "imported here; unset it to use the PyTorch neighbour list")
+    return v
 
 
 @register_backbone("escn_md")

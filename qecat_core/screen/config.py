@@ -12,6 +12,8 @@ allowed, raised as :class:`~qecat_core.common.errors.InputError`::
     slurm: slurm/gpu-cluster.yaml       # a file of SlurmSettings fields, or the fields inline
     shard_size: 1000
     verify_top_k: 5
+    device: auto                        # auto | cpu | cuda | cuda:N: where each job predicts
+    max_atoms_per_batch: null           # e.g. 20000 on a GPU: batches packed by atom count
 
 A SLURM settings file (``slurm/*.yaml``) holds the fields of :class:`SlurmSettings` at top level.
 Relative paths are relative to the current directory (the repository root for ``make`` and the
@@ -102,6 +104,12 @@ class ScreenConfig(_Strict):
     slurm: Path | SlurmSettings | None = None  # a slurm/*.yaml file or the settings inline
     shard_size: int = Field(1000, ge=1)  # candidates per enumeration shard (= per job task)
     batch_size: int = Field(32, ge=1)  # structures per model forward pass
+    # where each prediction job runs the model: auto (its GPU when it has one, else the CPU) | cpu |
+    # cuda | cuda:N; only the spelling is checked here (check_device checks the device before a run)
+    device: str = "auto"
+    # None: batch_size structures per forward pass; else consecutive structures up to this many atoms
+    # (of the cropped structures), for GPU-sized batches (qecat_core.model.data.pack_by_atoms)
+    max_atoms_per_batch: int | None = Field(None, ge=1)
     results: Path = Path("results")
     work: Path = Path("runs")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # None: the catalog's name
@@ -120,6 +128,16 @@ class ScreenConfig(_Strict):
             return Path(v)
         return v
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v):
+        from qecat_core.model.device import DEVICE_FORMS, check_device_spec
+
+        try:
+            return check_device_spec(v)
+        except InputError:
+            raise ValueError(f"not a device; use one of {DEVICE_FORMS}") from None
+
     @model_validator(mode="after")
     def _check(self) -> ScreenConfig:
         if self.calculator.strip() == "":
@@ -130,6 +148,29 @@ class ScreenConfig(_Strict):
     def checkpoint_path(self) -> Path:
         """The model folder to use; a one-line error if it is missing or not a model folder."""
         return resolve_checkpoint(self.checkpoint)
+
+    def check_device(self) -> None:
+        """A one-line :class:`InputError` now when the prediction jobs could not use ``device``.
+
+        ``local`` / ``inline``: the jobs run on this machine, so ``device`` must resolve here
+        (:func:`qecat_core.model.device.resolve_device`: ``cuda`` without CUDA is refused). ``slurm``:
+        the jobs' machines decide; ``cuda`` / ``cuda:N`` need ``gpus_per_node`` > N in the SLURM settings
+        (``auto`` uses the GPU a job gets, if any). A job that still finds no usable device fails its
+        shards with the same one-line error.
+        """
+        from qecat_core.model.device import cuda_index, resolve_device
+
+        index = cuda_index(self.device)
+        if index is None:  # auto / cpu always resolve (and the screen driver need not import torch)
+            return
+        if self.executor != "slurm":
+            resolve_device(self.device)
+            return
+        gpus = self.slurm_settings().gpus_per_node
+        if index >= gpus:
+            where = f" ({self.slurm})" if isinstance(self.slurm, Path) else ""
+            raise InputError(f"device {self.device}: the SLURM jobs ask for {gpus} GPU{'s' if gpus != 1 else ''} "
+                             f"(gpus_per_node: {gpus}{where}); set gpus_per_node >= {index + 1} or device auto/cpu")
 
     def slurm_settings(self) -> SlurmSettings:
         if isinstance(self.slurm, SlurmSettings):

@@ -3,7 +3,9 @@
 * :class:`Predictor` — ``predict_shard(shard_path, sids=None) -> DataFrame`` (``sid``, ``e_ads_pred``
   in eV, ``mode``, ``model_id``). :class:`LocalPredictor` runs
   :func:`qecat_core.model.predict.predict_structures` in this process; the checkpoint is loaded once
-  per process and torch uses ``num_threads`` threads (1 per local worker).
+  per process (and device) and torch uses ``num_threads`` threads (1 per local worker). The model
+  runs on ``spec.device``, resolved in the job's own process: ``auto`` is the GPU of a SLURM job
+  that asked for one (``gpus_per_node``), else the CPU.
   :class:`BatchedPredictor` runs a list of :class:`ShardTask` in one process with one loaded model:
   each shard under its own lock file, skipped if its output already exists, written atomically,
   its errors kept to itself.
@@ -51,6 +53,8 @@ class PredictorSpec:
     num_threads: int = 1
     model_id: str | None = None  # expected model id (checked after loading)
     allow_unseen_elements: bool = False  # predict structures with elements the model was not trained on
+    device: str = "auto"  # auto | cpu | cuda | cuda:N, resolved in the job (qecat_core.model.device)
+    max_atoms_per_batch: int | None = None  # None: batch_size structures per forward pass
 
 
 @runtime_checkable
@@ -65,13 +69,15 @@ class Predictor(Protocol):
 _MODELS: dict[str, tuple[Any, Any]] = {}
 
 
-def load_model_cached(checkpoint: str | Path) -> tuple[Any, Any]:
-    """``(model, tokenizer)``, loaded once per process and checkpoint folder."""
-    key = str(Path(checkpoint).resolve())
+def load_model_cached(checkpoint: str | Path, device=None) -> tuple[Any, Any]:
+    """``(model, tokenizer)``, loaded once per process, checkpoint folder and device (a
+    ``torch.device``; None = the CPU)."""
+    path = str(Path(checkpoint).resolve())
+    key = path if device is None or str(device) == "cpu" else f"{path}@{device}"
     if key not in _MODELS:
         from qecat_core.model.checkpoint import load_model
 
-        _MODELS[key] = load_model(key)
+        _MODELS[key] = load_model(path, device=device)
     return _MODELS[key]
 
 
@@ -103,10 +109,13 @@ class LocalPredictor:
     def __init__(self, spec: PredictorSpec, should_stop: Callable[[], bool] | None = None):
         import torch
 
+        from qecat_core.model.device import resolve_device
+
         self.spec = spec
         self.should_stop = should_stop
         torch.set_num_threads(max(1, int(spec.num_threads)))
-        self.model, self.tokenizer = load_model_cached(spec.checkpoint)
+        self.device = resolve_device(spec.device)  # one-line InputError: no such device in this job
+        self.model, self.tokenizer = load_model_cached(spec.checkpoint, self.device)
         self.model_id = str(getattr(self.model, "model_id", None) or "")
         if spec.model_id and self.model_id != spec.model_id:
             raise QecatError(f"{spec.checkpoint}: model id {self.model_id} is not the expected {spec.model_id} "
@@ -127,7 +136,8 @@ class LocalPredictor:
 
         return predict_structures(self.model, structures(), mode=self.spec.mode, batch_size=self.spec.batch_size,
                                   tokenizer=self.tokenizer, progress=False, num_threads=self.spec.num_threads,
-                                  allow_unseen_elements=self.spec.allow_unseen_elements)
+                                  allow_unseen_elements=self.spec.allow_unseen_elements, device=self.device,
+                                  max_atoms_per_batch=self.spec.max_atoms_per_batch)
 
 
 @dataclass(frozen=True)

@@ -332,6 +332,7 @@ def plan_screen(cfg: ScreenConfig, enum: Enumeration | None = None, run_id: str 
     model_id, ckpt_hash = checkpoint_info(checkpoint)
     if cfg.executor == "slurm":
         cfg.slurm_settings()  # one-line error naming the settings file before anything runs
+    cfg.check_device()  # and the device, before enumerating
     enum = enum or enumerate_candidates(cfg, progress=progress)
     paths = ScreenPaths.of(cfg, enum.name)
     cands = load_candidates(enum, cfg, columns=["sid", "shard"])
@@ -368,10 +369,12 @@ def plan_screen(cfg: ScreenConfig, enum: Enumeration | None = None, run_id: str 
 
 def predictor_spec(plan: ScreenPlan) -> PredictorSpec:
     cfg = plan.cfg
+    cfg.check_device()  # one-line error before any job starts (e.g. device cuda on a machine without CUDA)
     threads = cfg.slurm_settings().cpus_per_task if cfg.executor == "slurm" else 1
     return PredictorSpec(checkpoint=plan.checkpoint, mode=plan.mode, batch_size=cfg.batch_size,
                          num_threads=threads, model_id=plan.model_id,
-                         allow_unseen_elements=cfg.allow_unseen_elements)
+                         allow_unseen_elements=cfg.allow_unseen_elements, device=cfg.device,
+                         max_atoms_per_batch=cfg.max_atoms_per_batch)
 
 
 def run_shards(plan: ScreenPlan, jobs: Sequence[Sequence[ShardTask]] | None = None) -> list[ShardOutcome]:

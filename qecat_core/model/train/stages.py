@@ -202,10 +202,12 @@ def stage_loss(model, batch, stage: str, cfg: dict, rng: random.Random) -> tuple
     from qecat_core.model.train.losses import distillation_loss, info_nce, pair_loss
     from qecat_core.model.train.losses import regression_loss as _regression_loss
 
-    y = model.normalizer.normalize(batch.targets, batch.adsorbates)
+    dev = batch.targets.device  # the batch is on the model's device (train_stage moves it)
+    y = model.normalizer.normalize(batch.targets.cpu(), batch.adsorbates).to(dev)  # offsets are CPU tensors
     kind = cfg["loss"]
     weights = cfg.get("_ads_weights")
-    wb = None if not weights else torch.tensor([weights.get(adsorbate_key(a), 1.0) for a in batch.adsorbates])
+    wb = None if not weights else torch.tensor([weights.get(adsorbate_key(a), 1.0) for a in batch.adsorbates],
+                                               device=dev)
 
     def regression_loss(pred, target, kind):
         return _regression_loss(pred, target, kind, wb)
@@ -360,6 +362,9 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
            **private}
     if cfg["num_threads"]:
         torch.set_num_threads(int(cfg["num_threads"]))
+    from qecat_core.model.device import resolve_device
+
+    device = resolve_device(cfg["device"])  # one-line InputError before any data is read
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     resume_dir = out / "resume"
@@ -406,6 +411,9 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         cfg["_ads_weights"] = adsorbate_weights(model.normalizer, train_ds.targets, train_ds.adsorbates,
                                                 float(cfg["ads_weight_power"]))
         log.info("adsorbate loss weights: %s", {k: round(v, 3) for k, v in cfg["_ads_weights"].items()})
+    # the model (before the optimiser is built, so its state lives there too) and every batch go to
+    # ``device``; checkpoints are written from it (save_model / weights_hash read through the CPU)
+    model.to(device)
     model.train()
 
     steps_per_epoch = (len(system_batches([e.system_id for e in train_ds.examples], cfg["batch_size"],
@@ -419,6 +427,8 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         sched.load_state_dict(saved["scheduler"])
         if "torch_rng" in saved:  # eSCN's random edge frames draw from the global torch RNG
             torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and device.type == "cuda":  # ... from the CUDA one on a GPU
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
     collate = Collator(tok, model.config["fusion"]["max_length"], use_graph=stage != "text",
                        use_text=stage != "graph")
     val_modes = [m for m in VAL_MODES[stage]]
@@ -443,6 +453,7 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
 
         for batch in tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{cfg['epochs']}", unit="batch", leave=False,
                           mininterval=5.0, disable=not cfg["progress"]):
+            batch = batch.to(device)
             loss, parts = stage_loss(model, batch, stage, cfg, rng)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -471,7 +482,9 @@ def train_stage(stage: str, train_path: str | Path, val_path: str | Path, out_di
         stop_early = state["bad_epochs"] >= cfg["patience"]
         state["stopped_early"] = stop_early
         state["stage"] = stage
-        _save_state(resume_dir, model, tok, opt, sched, {**state, "torch_rng": torch.get_rng_state()})
+        _save_state(resume_dir, model, tok, opt, sched, {
+            **state, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None})
         record = {"stage": stage, "epoch": epoch, "step": state["step"], "lr": sched.get_last_lr()[0],
                   "train": {k: v / counts[k] for k, v in sums.items()}, "batches": n_batches,
                   "val": {m: {k: metrics[m][k] for k in ("mae", "within_0.1", "spearman")} for m in metrics},
