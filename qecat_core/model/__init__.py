@@ -12,6 +12,7 @@ the submodules, not here.
 * ``fusion``     ``QECatModel``: modes fused | text | graph
 * ``data``       structure / text datasets, ``Collator`` -> ``Batch``
 * ``checkpoint`` ``save_model`` / ``load_model`` (model folders, by path)
+* ``device``     ``auto | cpu | cuda | cuda:N`` and ``fp32 | bf16 | fp16``, resolved once with one-line errors
 * ``train/``     the training stages, losses, typed options (``TrainConfig``) and recipes
 * ``evaluate``   MAE, within 0.1 eV, configuration discrimination (Spearman per system), parity plots
 * ``report``     the evaluation table (graph / text unaligned / text aligned / fused per split)
