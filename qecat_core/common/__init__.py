@@ -7,6 +7,7 @@
 * ``tags``        OC20 tag constants (0 subsurface, 1 surface, 2 adsorbate) and inferred tags
 * ``structures``  reading anything ASE reads; writing fairchem ``.aselmdb`` shards
 * ``config``      YAML files into pydantic configs with one-line errors
+* ``pools``       process pools that notice a dead worker (retry once, else a one-line error naming the lost tasks)
 
 Imports nothing from the other stages.
 """

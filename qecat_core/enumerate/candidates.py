@@ -25,7 +25,9 @@ from qecat_core.catalog.adsorbates import get_adsorbate
 from qecat_core.catalog.bulks import A_REF, bulk_formula, bulk_specs, geometry_kind
 from qecat_core.catalog.schema import BulkSpec, Catalog
 from qecat_core.common.atomic import write_json_atomic
+from qecat_core.common.errors import QecatError
 from qecat_core.common.hashing import short_hash, structure_hash, unit_hash
+from qecat_core.common.pools import Pool, WorkerDied, some
 from qecat_core.enumerate.infer import infer_miller, slab_formula
 from qecat_core.enumerate.placement import classify_site, place
 from qecat_core.enumerate.sites import install_templates, template_sites
@@ -36,7 +38,7 @@ from qecat_core.results.schema import CANDIDATES
 #: Bump when the same catalog would enumerate differently (site naming, placement choice), so that
 #: cached enumerations (``manifest.json``) are redone. 2: fcc/hcp hollows on every close-packed
 #: surface, decided from the geometry rather than the catalog's Miller index. 3: sites judged
-#: equivalent by their surroundings (``qecat_core.sites``) and sids hashed from noise-proof position
+#: equivalent by their surroundings (``qecat_core.enumerate.sites``) and sids hashed from noise-proof position
 #: bins (:func:`structure_hash`), so that every machine enumerates the same candidates.
 ENUMERATION_VERSION = 3
 
@@ -158,7 +160,7 @@ _WORKER_CATALOG: Catalog | None = None
 
 def _reset_signals() -> None:
     """Forked workers must not inherit a parent's SIGTERM handler (Prefect installs one), or
-    ``Pool.terminate`` makes them print tracebacks on the way out."""
+    stopping the pool makes them print tracebacks on the way out."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -194,9 +196,13 @@ def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool
     # cut the templates and find their sites once, before forking, so the workers share them
     jobs = [(kind, tuple(m), targs) for kind in sorted({geometry_kind(s) for s in specs}) for m in catalog.facets]
     if workers > 1:
-        with mp.get_context("fork").Pool(workers, initializer=_reset_signals) as pool:
-            for job, result in zip(jobs, pool.map(_prepare, jobs, chunksize=1)):
-                install_templates(*job, result)
+        with Pool("templates", workers, mp.get_context("fork"), initializer=_reset_signals) as pool:
+            try:
+                for k, result in pool.map_unordered(_prepare, jobs, lambda ks: "cutting slab templates " + some(
+                        [f"{jobs[k][0]} {miller_text(jobs[k][1])}" for k in ks])):
+                    install_templates(*jobs[k], result)
+            except WorkerDied as exc:
+                raise QecatError(f"enumeration: {exc}; rerun to continue") from None
     else:
         for job in jobs:
             _prepare(job)
@@ -207,11 +213,22 @@ def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool
             yield from candidates_for_bulk(catalog, spec, chash)
             bar.update()
     else:
-        ctx = mp.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(catalog,)) as pool:
-            for batch in pool.imap(_work, [(s, chash) for s in specs], chunksize=1):
-                yield from batch
-                bar.update()
+        # a dead worker's bulk is enumerated again in a new pool, once (qecat_core.common.pools); the
+        # results come in any order and are yielded in the listed one
+        done: dict[int, list[Candidate]] = {}
+        following = 0
+        with Pool("enumerate", workers, mp.get_context("fork"), initializer=_init_worker,
+                  initargs=(catalog,)) as pool:
+            try:
+                for k, batch in pool.map_unordered(_work, [(s, chash) for s in specs], lambda ks: "enumerating bulk "
+                                                   + some([specs[k].label for k in ks])):
+                    done[k] = batch
+                    bar.update()
+                    while following in done:
+                        yield from done.pop(following)
+                        following += 1
+            except WorkerDied as exc:
+                raise QecatError(f"enumeration: {exc}; nothing was indexed; rerun to continue") from None
     bar.close()
 
 

@@ -17,7 +17,10 @@ structures into ``OUT`` with suffix ``.aselmdb``, both replaced atomically.
 
 Parallelism is over processes (``forkserver`` start method, so workers import numpy afresh with
 one BLAS/OpenMP thread each), each with one calculator reused for all its structures. Clean
-slabs are relaxed first, each once, then the systems, in tasks of a few to a few tens.
+slabs are relaxed first, each once, then the systems, in tasks of a few to a few tens. A worker
+that dies (SIGKILL: OOM killer, lost node) is noticed at once: its tasks run again in a new pool,
+once; if a worker dies there too, a one-line :class:`QecatError` names the structures lost, and
+what finished is committed, so that a rerun completes the run.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,7 @@ from qecat_core.calculators.registry import calculator_info, normalize_spec, sha
 from qecat_core.common.atomic import write_json_atomic, write_parquet_atomic
 from qecat_core.common.errors import InputError, QecatError
 from qecat_core.common.hashing import content_hash, fixed_mask, slab_hash
+from qecat_core.common.pools import Pool, WorkerDied, some
 from qecat_core.common.structures import iter_structures, write_aselmdb
 from qecat_core.common.tags import TAG_ADSORBATE, ensure_tags
 from qecat_core.label.anomaly import AnomalyFlags, has_surface_changed, is_desorbed, is_dissociated, surface_bonds
@@ -512,20 +515,6 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-@contextmanager
-def _single_thread_env() -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in THREAD_VARS}
-    os.environ.update({k: "1" for k in THREAD_VARS})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _main_reimportable() -> bool:
     """False when ``__main__`` names a file that does not exist (a script piped on stdin,
     ``python - < script.py``). forkserver workers start by re-running ``__main__`` from its path, so
@@ -538,12 +527,18 @@ def _main_reimportable() -> bool:
 
 
 class _Runner:
-    """Maps task functions over lists of tasks, in a process pool or in this process."""
+    """Maps task functions over lists of tasks, in a process pool or in this process.
+
+    The pool (:class:`qecat_core.common.pools.Pool`, a ``ProcessPoolExecutor``) notices a dead
+    worker (SIGKILL: OOM killer, lost node) at once: the tasks it left unfinished run again in a
+    new pool, once per :meth:`imap`; if a worker dies there too, :class:`WorkerDied` names the
+    structures the dead worker held.
+    """
 
     def __init__(self, settings: _Settings, workers: int):
         self.settings = settings
         self.workers = workers
-        self.pool: Any = None
+        self.pool: Pool | None = None
 
     def __enter__(self) -> _Runner:
         if self.workers > 1 and not _main_reimportable():
@@ -554,24 +549,27 @@ class _Runner:
         if self.workers > 1:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["qecat_core.label"])
-            with _single_thread_env():
-                self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, True))
+            self.pool = Pool("label", self.workers, ctx, initializer=_init_worker, initargs=(self.settings, True),
+                             env={k: "1" for k in THREAD_VARS}).__enter__()
         else:
             _init_worker(self.settings)
         return self
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.pool is not None:
-            if exc_type is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
+            self.pool.__exit__(*exc)
 
-    def imap(self, fn: Callable[[list], list], tasks: list[list]) -> Iterator[list]:
+    def imap(self, fn: Callable[[list], list], tasks: list[list], what: str = "relaxing") -> Iterator[list]:
+        """``fn(task)`` for every task, in the order they finish; ``what`` names a task's structures
+        (by their first field: sid or slab hash) when a worker dies."""
         if self.pool is None:
             return map(fn, tasks)
-        return self.pool.imap_unordered(fn, tasks, chunksize=1)
+
+        def describe(ks: list[int]) -> str:
+            ids = [item[0] for k in ks for item in tasks[k]]
+            return f"{what} {some(ids)} ({len(ids)} structure{'s' * (len(ids) != 1)})"
+
+        return (result for _, result in self.pool.map_unordered(fn, tasks, describe))
 
 
 def _tasks(items: list, workers: int) -> list[list]:
@@ -652,7 +650,11 @@ def label(input_path: str | Path, out_parquet: str | Path, calculator: str = "em
                  len(systems) - len(todo), len(todo))
         if todo:
             warm = WarmStart.load(warm_start, {s.sid for s in todo}) if warm_start is not None else None
-            _label_systems(todo, parts, spec, name, version, float(fmax), int(steps), workers, progress, warm)
+            try:
+                _label_systems(todo, parts, spec, name, version, float(fmax), int(steps), workers, progress, warm)
+            except WorkerDied as exc:  # what finished is committed (_drain): a rerun resumes after it
+                n = len(parts.done_sids() & {s.sid for s in systems})
+                raise QecatError(f"label: {exc}; the {n} finished are in {parts.dir}; rerun to complete") from None
         return parts.merge([s.sid for s in systems])
 
 
@@ -703,7 +705,7 @@ def _label_systems(todo: list[_System], parts: _Parts, spec: str, name: str, ver
     with _Runner(settings, n_workers) as runner:
         with _progress(len(new_slabs), "clean slabs", progress) as bar:
             slab_items = [(h, slab, warm.slabs.get(h) if warm else None) for h, slab in new_slabs.items()]
-            _drain(runner.imap(_relax_slabs, _tasks(slab_items, n_workers)), save_slabs, bar)
+            _drain(runner.imap(_relax_slabs, _tasks(slab_items, n_workers), "relaxing clean slab"), save_slabs, bar)
         items = [(s.sid, s.atoms, slabs[s.slab_hash], starts.get(s.sid)) for s in todo]
         with _progress(len(items), "systems", progress) as bar:
-            _drain(runner.imap(_relax_systems, _tasks(items, n_workers)), save_systems, bar)
+            _drain(runner.imap(_relax_systems, _tasks(items, n_workers), "relaxing sid"), save_systems, bar)

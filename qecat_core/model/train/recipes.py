@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from qecat_core.common.atomic import replace_dir_atomic
 from qecat_core.common.config import load_yaml_model, validation_message
-from qecat_core.common.errors import InputError
+from qecat_core.common.errors import InputError, QecatError
 from qecat_core.model.train.config import DEFAULT_RECIPE, STAGES, Recipe, TrainConfig  # noqa: F401
 from qecat_core.model.train.stages import _append_jsonl, _merge, train_stage
 
@@ -78,13 +78,24 @@ def run_recipe(recipe: dict[str, Any], out_dir: str | Path, train_path=None, val
     first = stages[:2]
     if sorted(first) == ["graph", "text"] and recipe.get("parallel_pretrain", True):
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-            futs = {st: pool.submit(train_stage, st, train_path, val_path, out / st,
-                                    stage_config(recipe, st, {**(overrides or {}), "init_from": init}))
-                    for st in first}
-            results.update({st: f.result() for st, f in futs.items()})
+        from qecat_core.common.pools import Pool, WorkerDied
+
+        jobs = [(st, train_path, val_path, out / st, stage_config(recipe, st, {**(overrides or {}), "init_from": init}))
+                for st in first]
+        # a dead worker (OOM killer, lost node) breaks the pool at once; no retry here (a stage is long and
+        # would likely die again): one line naming the stage, and a rerun resumes both from their checkpoints
+        got: dict[str, Any] = {}
+        with Pool("train", 2, mp.get_context("spawn"), stop_on_error=False) as pool:  # an error: the other finishes
+            try:
+                for k, result in pool.map_unordered(_train_job, jobs, lambda ks: "training stage "
+                                                    + ", ".join(first[k] for k in ks), retries=0):
+                    got[first[k]] = result
+            except WorkerDied as exc:
+                stopped = [first[k] for k in exc.unfinished if k not in exc.lost]
+                raise QecatError(f"train: {exc}" + (f" (stage {', '.join(stopped)} was stopped too)" if stopped else "")
+                                 + f"; stages resume from their checkpoints in {out}: rerun to continue") from None
+        results.update({st: got[st] for st in first})
         rest = stages[2:] if all(results[st]["done"] for st in first) else []
     else:
         rest = stages
@@ -109,6 +120,11 @@ def run_recipe(recipe: dict[str, Any], out_dir: str | Path, train_path=None, val
                "wall_minutes": round((time.perf_counter() - t0) / 60, 2)}
     _append_jsonl(out / "runs.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})
     return summary
+
+
+def _train_job(job: tuple) -> dict[str, Any]:
+    """:func:`train_stage` of one ``(stage, train, val, out, config)`` (a parallel-pretrain worker)."""
+    return train_stage(*job)
 
 
 def _publish(src: Path, dst: Path) -> None:
