@@ -22,10 +22,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-import qecat_core  # noqa: E402,F401  (thread settings before numpy)
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+import qecat_core  # noqa: E402,F401  (thread settings before numpy)
 from qecat_core.screen.collect import collect  # noqa: E402
 from qecat_core.screen.config import ScreenConfig, load_screen_config  # noqa: E402
 from qecat_core.screen.jobs import ShardOutcome  # noqa: E402

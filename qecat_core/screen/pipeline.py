@@ -10,6 +10,7 @@ with DuckDB.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,15 +19,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from qecat_core.screen.rank import rank_with_movers
-from qecat_core.common.errors import QecatError
-from qecat_core.screen.jobs import ShardTask
-import json
 from qecat_core.common.atomic import write_json_atomic
+from qecat_core.common.errors import QecatError
 from qecat_core.results.schema import CANDIDATE_META, PREDICTIONS, RUNS, arrow_schema
 from qecat_core.screen.collect import Collected, collect
 from qecat_core.screen.config import ScreenConfig
-from qecat_core.screen.jobs import ShardOutcome
+from qecat_core.screen.jobs import ShardOutcome, ShardTask
 from qecat_core.screen.plan import (
     ScreenPaths,
     ScreenPlan,
@@ -35,6 +33,7 @@ from qecat_core.screen.plan import (
     run_shards,
     screen_name,
 )
+from qecat_core.screen.rank import rank_with_movers
 from qecat_core.screen.verify import verify
 
 META_COLUMNS = list(CANDIDATE_META)
