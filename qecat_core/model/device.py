@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from qecat_core.common.errors import InputError
 
@@ -54,6 +56,17 @@ def check_device_spec(spec: Any) -> str:
     if not _SPEC.match(s):
         raise InputError(f"device {spec!r}: not a device; use one of {DEVICE_FORMS}")
     return s
+
+
+def _device_field(value: Any) -> str:
+    try:
+        return check_device_spec(value)
+    except InputError:
+        raise ValueError(f"not a device; use one of {DEVICE_FORMS}") from None
+
+
+#: A config field holding a device spelling (``ScreenConfig.device``, ``TrainConfig.device``).
+DeviceSpec = Annotated[str, BeforeValidator(_device_field)]
 
 
 def _no_cuda(spec: str):

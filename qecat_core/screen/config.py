@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qecat_core.common.config import load_yaml_model, read_yaml, validate, validation_message
 from qecat_core.common.errors import InputError
+from qecat_core.model.device import DeviceSpec
 
 #: The model ``qecat screen`` uses when no checkpoint is given (a folder written by ``save_model``):
 #: ``$QECAT_CHECKPOINT`` if set, else this folder (relative to the current directory, then to the
@@ -106,7 +107,7 @@ class ScreenConfig(_Strict):
     batch_size: int = Field(32, ge=1)  # structures per model forward pass
     # where each prediction job runs the model: auto (its GPU when it has one, else the CPU) | cpu |
     # cuda | cuda:N; only the spelling is checked here (check_device checks the device before a run)
-    device: str = "auto"
+    device: DeviceSpec = "auto"
     # None: batch_size structures per forward pass; else consecutive structures up to this many atoms
     # (of the cropped structures), for GPU-sized batches (qecat_core.model.data.pack_by_atoms)
     max_atoms_per_batch: int | None = Field(None, ge=1)
@@ -127,16 +128,6 @@ class ScreenConfig(_Strict):
         if isinstance(v, str):
             return Path(v)
         return v
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, v):
-        from qecat_core.model.device import DEVICE_FORMS, check_device_spec
-
-        try:
-            return check_device_spec(v)
-        except InputError:
-            raise ValueError(f"not a device; use one of {DEVICE_FORMS}") from None
 
     @model_validator(mode="after")
     def _check(self) -> ScreenConfig:

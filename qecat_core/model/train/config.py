@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from qecat_core.model.device import DeviceSpec
 
 #: The recipe of the shipped model ``models/qecat-emt-v1``: what ``qecat train pipeline`` runs by default.
 DEFAULT_RECIPE = "emt-v1-refine-grad-lit"
@@ -65,7 +67,7 @@ class TrainConfig(_Strict):
     num_threads: int | None = None  # torch threads (None: leave as is)
     # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N (qecat_core.model.device); the spelling is
     # checked here, the device when the stage starts
-    device: str = "auto"
+    device: DeviceSpec = "auto"
     max_minutes: float | None = None  # stop (resumably) after the epoch that passes this wall time
     init_from: str | None = None  # model folder to start from
     init_lm_from: str | None = None  # model folder whose LM + text head replace init_from's
@@ -85,17 +87,6 @@ class TrainConfig(_Strict):
     # of its adsorbate's training energies after the normaliser's offsets; 0 = unweighted
     ads_weight_power: float = 0.0
     model: dict[str, Any] = {}  # overrides of fusion.default_model_config(): {"graph": .., "lm": .., "fusion": ..}
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, v):
-        from qecat_core.common.errors import InputError
-        from qecat_core.model.device import DEVICE_FORMS, check_device_spec
-
-        try:
-            return check_device_spec(v)
-        except InputError:
-            raise ValueError(f"not a device; use one of {DEVICE_FORMS}") from None
 
 
 class RecipeData(_Strict):
