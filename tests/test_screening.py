@@ -444,7 +444,7 @@ def test_query_views_and_errors(env):
     assert len(query("SELECT * FROM verification", res)) == 0  # empty view still binds
     assert len(query("SELECT * FROM ranking_history", res)) == len(r.ranking)
     # the documented example queries run
-    doc = (REPO / "docs" / "screening.md").read_text()
+    doc = (REPO / "docs" / "queries.md").read_text()
     examples = [block.split("```", 1)[0].strip() for block in doc.split("```sql")[1:]]
     assert len(examples) >= 3
     for sql in examples:
