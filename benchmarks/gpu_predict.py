@@ -238,7 +238,6 @@ def main() -> int:
         print("|---|---|---|---|---|")
         try:
             import numpy as np
-
             from fairchem.core.graph.radius_graph_pbc_nvidia import nvalchemiops_installed
 
             if not nvalchemiops_installed():

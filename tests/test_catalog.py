@@ -87,3 +87,18 @@ def test_relaxed_lattice_constants_with_emt(tiny_catalog_dict):
     vegard = 0.75 * 3.593 + 0.25 * 3.927
     assert abs(specs["Cu3Pt-L1_2"].lattice_constant - vegard) < 0.08
     assert specs["Cu3Pt-L1_2"].lattice_constant != pytest.approx(vegard, abs=1e-6)
+
+
+def test_fields_added_later_keep_old_catalog_hashes(tiny_catalog_dict):
+    """``bulks`` and ``lattice_facets`` (hcp/bcc/file bulks) count in the hash only when not default, and
+    OC20 adsorbates dump as the plain strings they were: catalogs written before keep their hashes
+    (and their cached enumerations)."""
+    import copy
+
+    a = Catalog.model_validate(tiny_catalog_dict)
+    d = copy.deepcopy(tiny_catalog_dict)
+    d.update(bulks=[], lattice_facets={"hcp": ["0001", "10-10"], "bcc": ["110", "100"]})
+    assert Catalog.model_validate(d).content_hash() == a.content_hash()
+    assert a.model_dump(mode="json")["adsorbates"] == ["*O", "*OH"]
+    d["bulks"] = [{"element": "Ru"}]
+    assert Catalog.model_validate(d).content_hash() != a.content_hash()

@@ -45,9 +45,9 @@ def test_miller_of_catalog_templates_in_the_cubic_cell():
         assert infer_miller(_with_adsorbate(slab, "*O")) == expected, (kind, cut)
 
 
-def test_not_fcc_gives_none():
-    assert infer_miller(_with_adsorbate(hcp0001("Ru", (3, 3, 4), vacuum=8.0), "*O")) is None
-    assert infer_miller(_with_adsorbate(bcc110("Fe", (3, 3, 4), vacuum=8.0), "*O")) is None
+def test_hcp_and_bcc_slabs_in_the_oc20_three_index_form():
+    assert infer_miller(_with_adsorbate(hcp0001("Ru", (3, 3, 4), vacuum=8.0), "*O")) == (0, 0, 1)
+    assert infer_miller(_with_adsorbate(bcc110("Fe", (3, 3, 4), vacuum=8.0), "*O")) == (1, 1, 0)
 
 
 @pytest.mark.parametrize("smiles", ["*H", "*O", "*OH", "*CO", "*CHO", "*COH", "*OCH3", "*CH2OH", "*N2", "*NH2",

@@ -502,14 +502,12 @@ def test_plots_and_report(env, capsys):
 @pytest.mark.slow
 def test_prefect_flow_matches_plain_run(env, capsys):
     pytest.importorskip("prefect")
-    from prefect.testing.utilities import prefect_test_harness
-
-    from qecat_core.screen.pipeline import run_screen
-
     import yaml
+    from prefect.testing.utilities import prefect_test_harness
 
     from flows.screen import main, screen
     from qecat_core.screen.config import make_screen_config
+    from qecat_core.screen.pipeline import run_screen
 
     fields = dict(catalog=str(env["catalog"]), checkpoint=str(env["models"][0]), results=str(env["results"]),
                   work=str(env["workdir"]), shard_size=SHARD_SIZE, workers=1, executor="inline")

@@ -1,8 +1,15 @@
-"""Bulk cells of the catalog's prototypes (fcc, L1_2, L1_0, random fcc alloys) and their lattice constants.
+"""Bulk cells of the catalog's bulks and their lattice constants.
+
+fcc prototypes (fcc, L1_2, L1_0, random fcc alloys) share slab templates cut at :data:`A_REF` and
+scaled; pure hcp and bcc metals and crystals from files are *native* bulks (:func:`is_native`): their
+slabs are cut from :func:`template_bulk`, the bulk itself (hcp: ASE's 2-atom hexagonal cell; bcc: the
+2-atom cubic cell; files: the file's cell, as given).
 
 Lattice constants in Å; :func:`relaxed_lattice_constant` minimises the bulk energy with a
 calculator of :mod:`qecat_core.calculators`; :func:`bulk_specs` gives a catalog's bulks with the
-lattice constants it asks for (Vegard's law, or relaxed with ``lattice_calculator``).
+lattice constants it asks for (Vegard's law, or relaxed with ``lattice_calculator``; hcp and bcc
+metals: ASE's reference a and c/a unless given, relaxed where the calculator supports the element;
+files: as given).
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from qecat_core.calculators.registry import get_calculator
-from qecat_core.catalog.schema import BulkSpec, Catalog
+from qecat_core.calculators.registry import get_calculator, supported_elements
+from qecat_core.catalog.schema import BulkEntry, BulkSpec, Catalog
 
 A_REF = 3.8  # Å, reference lattice constant the templates are cut at
 _PLACEHOLDER_A, _PLACEHOLDER_B = "Cu", "Au"  # stand-ins for A and B while cutting templates
@@ -65,15 +72,50 @@ def relaxed_lattice_constant(spec: BulkSpec, calculator: str = "emt") -> float:
     return float(-c1 / (2 * c2)) if c2 > 0 else a0
 
 
+def is_native(spec: BulkSpec) -> bool:
+    """Whether the bulk's slabs are cut from the bulk itself (hcp, bcc, files), not from a shared
+    fcc template at :data:`A_REF`."""
+    return spec.lattice != "fcc"
+
+
 def geometry_kind(spec: BulkSpec) -> str:
-    """Which template geometry a bulk uses (random alloys are substituted fcc slabs)."""
+    """Which template geometry a bulk uses (random alloys are substituted fcc slabs); native bulks
+    have one of their own, ``'hcp:Ru-hcp'``, ``'file:CuZn-B2'``."""
+    if is_native(spec):
+        return f"{spec.lattice}:{spec.label}"
     if spec.prototype is None or spec.prototype.kind == "random":
         return "fcc"
     return spec.prototype.kind
 
 
+def template_bulk(spec: BulkSpec) -> Atoms:
+    """The cell a native bulk's slabs are cut from (Å, real species); Miller indices refer to it."""
+    from ase.build import bulk
+
+    if spec.lattice == "hcp":
+        return bulk(spec.a, "hcp", a=spec.lattice_constant, c=spec.c)
+    if spec.lattice == "bcc":
+        return bulk(spec.a, "bcc", a=spec.lattice_constant, cubic=True)
+    if spec.lattice == "file":
+        symbols, frac, cell = spec.structure
+        return Atoms(list(symbols), scaled_positions=np.array(frac), cell=np.array(cell), pbc=True)
+    raise ValueError(f"{spec.label}: fcc bulks are cut from the shared templates (bulk_atoms)")
+
+
+def reduced_formula(symbols) -> str:
+    """Reduced composition, elements alphabetically (whatever order the file lists them in):
+    ['Zn', 'Cu', 'Cu', 'Cu'] -> 'Cu3Zn'."""
+    symbols = list(symbols)
+    elements = sorted(set(symbols))
+    counts = [symbols.count(e) for e in elements]
+    g = int(np.gcd.reduce(counts))
+    return "".join(f"{e}{c // g if c // g > 1 else ''}" for e, c in zip(elements, counts))
+
+
 def bulk_formula(spec: BulkSpec) -> str:
     """Formula of the bulk cell as in OC20/CatBERTa strings, e.g. 'Cu3Pt', 'CuPt', 'Pt'."""
+    if spec.lattice == "file":
+        return reduced_formula(spec.structure[0])
     if spec.b is None:
         return spec.a
     p = spec.prototype
@@ -84,9 +126,78 @@ def bulk_formula(spec: BulkSpec) -> str:
     return ""  # random: taken from the slab's own composition
 
 
+def _supports(calculator: str, elements) -> bool:
+    allowed = supported_elements(calculator)
+    return allowed is None or set(elements) <= allowed
+
+
+def _energy(atoms: Atoms, calc) -> float:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return float(atoms.get_potential_energy())
+
+
+@lru_cache(maxsize=None)
+def relaxed_native(spec: BulkSpec, calculator: str = "emt") -> tuple[float, float | None]:
+    """(a, c) in Å of a pure bcc or hcp metal minimising the bulk energy with ``calculator``.
+
+    bcc: the cubic cell scaled uniformly (±4%, 9 points, parabola); hcp: a and c each scaled by
+    ±3% on a 5 x 5 grid and a quadratic surface fitted. The reference values are kept when the fit
+    has no minimum.
+    """
+    calc = get_calculator(calculator)
+    cell = template_bulk(spec)
+    a0 = spec.lattice_constant
+    if spec.lattice == "bcc":
+        scales = np.linspace(0.96, 1.04, 9)
+        e = [_energy(_scaled(cell, s, s), calc) for s in scales]
+        c2, c1, _ = np.polyfit(scales * a0, e, 2)
+        return (float(-c1 / (2 * c2)) if c2 > 0 else a0), None
+    c0 = spec.c
+    grid = np.linspace(0.97, 1.03, 5)
+    rows, e = [], []
+    for sa in grid:
+        for sc in grid:
+            x, y = sa * a0, sc * c0
+            rows.append([1, x, y, x * x, x * y, y * y])
+            e.append(_energy(_scaled(cell, sa, sc), calc))
+    p = np.linalg.lstsq(np.array(rows), np.array(e), rcond=None)[0]
+    H = np.array([[2 * p[3], p[4]], [p[4], 2 * p[5]]])
+    if np.linalg.eigvalsh(H).min() <= 0:
+        return a0, c0
+    a, c = np.linalg.solve(H, -p[1:3])
+    return float(a), float(c)
+
+
+def _scaled(cell: Atoms, sa: float, sc: float) -> Atoms:
+    """``cell`` with its first two vectors scaled by ``sa`` and the third by ``sc`` (atoms follow)."""
+    out = cell.copy()
+    out.set_cell(np.array(cell.cell) * np.array([[sa], [sa], [sc]]), scale_atoms=True)
+    return out
+
+
+def entry_spec(entry: BulkEntry, catalog: Catalog) -> BulkSpec:
+    """The :class:`BulkSpec` of one ``bulks:`` entry (reference lattice constants)."""
+    facets = tuple(tuple(f) for f in entry.facets) if entry.facets is not None else None
+    if entry.file is not None:
+        st = entry.structure
+        first, *others = sorted(set(st.symbols))  # alphabetically, as the formula
+        return BulkSpec(a=first, b="-".join(others) or None, lattice="file", name=entry.label,
+                        lattice_constant=float(np.linalg.norm(st.cell[0])), structure=(st.symbols, st.frac, st.cell),
+                        facets=facets or tuple(tuple(f) for f in catalog.facets))
+    if entry.lattice == "fcc":
+        a = entry.a if entry.a is not None else catalog.lattice_constant(entry.element)
+        return BulkSpec(a=entry.element, lattice_constant=a, name=entry.name, facets=facets)
+    a, c = entry.lattice_constants()
+    default = catalog.lattice_facets.hcp if entry.lattice == "hcp" else catalog.lattice_facets.bcc
+    return BulkSpec(a=entry.element, lattice=entry.lattice, lattice_constant=a, c=c, name=entry.name,
+                    facets=facets or tuple(tuple(f) for f in default))
+
+
 def bulk_specs(catalog: Catalog) -> list[BulkSpec]:
     """All bulks, pure metals first, with lattice constants (Å) by Vegard's law, or relaxed
-    with ``lattice_calculator`` when ``lattice: relaxed``."""
+    with ``lattice_calculator`` when ``lattice: relaxed``; then the ``bulks:`` entries as listed
+    (hcp and bcc relaxed where the calculator supports the element; files as given)."""
     specs = []
     if catalog.include_pure:
         for m in catalog.metals:
@@ -102,4 +213,13 @@ def bulk_specs(catalog: Catalog) -> list[BulkSpec]:
     if catalog.lattice == "relaxed":
         specs = [s.model_copy(update={"lattice_constant": relaxed_lattice_constant(s, catalog.lattice_calculator)})
                  for s in specs]
+    for entry in catalog.bulks:
+        spec = entry_spec(entry, catalog)
+        if catalog.lattice == "relaxed" and spec.lattice != "file" and _supports(catalog.lattice_calculator, [spec.a]):
+            if spec.lattice == "fcc":
+                spec = spec.model_copy(update={"lattice_constant": relaxed_lattice_constant(spec, catalog.lattice_calculator)})
+            else:
+                a, c = relaxed_native(spec, catalog.lattice_calculator)
+                spec = spec.model_copy(update={"lattice_constant": a, "c": c})
+        specs.append(spec)
     return specs

@@ -65,6 +65,26 @@ def adsorbates_cmd() -> None:
         typer.echo(f"{smiles}\t{ads.atoms.get_chemical_formula()}\tbinding={list(ads.binding_indices)}")
 
 
+@app.command("describe")
+def describe_cmd(
+    input: Annotated[Path, typer.Argument(help="structures: extxyz, traj, ASE db, .aselmdb, or a folder")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output parquet, one row per structure")],
+    infer_metadata: Annotated[bool, typer.Option("--infer-metadata", help="adsorbate, bulk formula, lattice and "
+                                                 "Miller index from the geometry wherever it gives them, over "
+                                                 "atoms.info")] = False,
+) -> None:
+    """Adsorbate (SMILES, binding atoms, site), surface (bulk, lattice, Miller index) and configuration text
+    of each structure, as qecat predict reads them; a structure that cannot be described gets an error row."""
+    from qecat_core.enumerate.describe import write_description
+
+    try:
+        df = write_description(input, out, prefer_geometry=infer_metadata, progress=True)
+    except QecatError as exc:
+        fail(exc)
+    n_err = int(df["error"].notna().sum())
+    typer.echo(f"{len(df) - n_err} described, {n_err} with errors (the error column) -> {out}")
+
+
 @app.command("label")
 def label_cmd(
     input: Annotated[Path, typer.Argument(help="structures: extxyz, traj, ASE db, .aselmdb, or a folder")],

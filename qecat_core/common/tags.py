@@ -2,14 +2,15 @@
 
 Rule used when every tag is 0 (ASE's default) -- documented in docs/data.md:
 
-1. adsorbate (2): atoms of H, C, N, O lying above the highest atom of any other element;
+1. adsorbate (2): atoms of H, C, N, O, S (:data:`ADSORBATE_ELEMENTS`) lying above the highest atom of any
+   other element;
 2. fixed subsurface (0): atoms fixed by a ``FixAtoms`` constraint, if there is one; otherwise the
    lower half of the slab (by height);
 3. surface (1): the remaining slab atoms.
 
 ASE's ``fcc111``-style layer tags (1 = top layer, 2, 3, ... downwards) are not OC20 tags; a
 structure with tags other than {0, 1, 2} is re-tagged with the rule above. Slabs made only of
-H/C/N/O (or with such atoms on top of the slab itself) need tags given by the user.
+H/C/N/O/S (or with such atoms on top of the slab itself: oxides, sulfides) need tags given by the user.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from qecat_core.common.errors import InputError
 #: OC20 tags: fixed subsurface, surface (free), adsorbate.
 TAG_SUBSURFACE, TAG_SURFACE, TAG_ADSORBATE = 0, 1, 2
 
-ADSORBATE_ELEMENTS = frozenset({"H", "C", "N", "O"})
+#: Elements of adsorbates (OC20's H, C, N, O and the thiols', thioethers' S), for untagged structures.
+ADSORBATE_ELEMENTS = frozenset({"H", "C", "N", "O", "S"})
 
 
 def has_oc20_tags(atoms: Atoms) -> bool:
@@ -37,15 +39,15 @@ def infer_tags(atoms: Atoms, name: str = "structure") -> np.ndarray:
     syms = np.array(atoms.get_chemical_symbols())
     light = np.isin(syms, list(ADSORBATE_ELEMENTS))
     if light.all():
-        raise InputError(f"{name}: no slab atoms (only H/C/N/O): give OC20 tags (0/1 slab, 2 adsorbate)")
+        raise InputError(f"{name}: no slab atoms (only H/C/N/O/S): give OC20 tags (0/1 slab, 2 adsorbate)")
     if not light.any():
-        raise InputError(f"{name}: no adsorbate atoms (H/C/N/O) and no tags: cannot tell the adsorbate apart")
+        raise InputError(f"{name}: no adsorbate atoms (H/C/N/O/S) and no tags: cannot tell the adsorbate apart")
     z = atoms.positions[:, 2]
     top_heavy = z[~light].max()
     ads = light & (z > top_heavy + 0.1)
     if not ads.any():
         raise InputError(
-            f"{name}: missing tags and no H/C/N/O atoms above the slab; give OC20 tags (2 = adsorbate)")
+            f"{name}: missing tags and no H/C/N/O/S atoms above the slab; give OC20 tags (2 = adsorbate)")
     tags = np.full(len(atoms), TAG_SURFACE)
     tags[ads] = TAG_ADSORBATE
     fixed = np.zeros(len(atoms), bool)

@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
-from qecat_core.catalog.adsorbates import get_adsorbate
-from qecat_core.catalog.bulks import A_REF, bulk_formula, bulk_specs, geometry_kind
+from qecat_core.catalog.bulks import A_REF, bulk_formula, bulk_specs, geometry_kind, is_native, template_bulk
 from qecat_core.catalog.schema import BulkSpec, Catalog
 from qecat_core.common.atomic import write_json_atomic
 from qecat_core.common.errors import QecatError
 from qecat_core.common.hashing import short_hash, structure_hash, unit_hash
 from qecat_core.common.pools import Pool, WorkerDied, some
-from qecat_core.enumerate.infer import infer_miller, slab_formula
-from qecat_core.enumerate.placement import classify_site, place
+from qecat_core.enumerate.infer import slab_formula
+from qecat_core.enumerate.placement import CLEARANCE, classify_site, place
 from qecat_core.enumerate.sites import install_templates, template_sites
 from qecat_core.enumerate.slabs import realize_slab, slab_templates
 from qecat_core.enumerate.text import configuration_text, miller_text, slab_neighbor_symbols
@@ -51,22 +50,60 @@ class Candidate:
     meta: dict
 
 
-def _template_args(catalog: Catalog) -> tuple[float, int, float, float]:
-    """Template cutting sizes at A_REF such that the smallest alloy still meets the minimum."""
-    a_min = min(b.lattice_constant for b in bulk_specs(catalog))
-    s = A_REF / a_min
+def _template_args(catalog: Catalog, spec: BulkSpec | None = None) -> tuple[float, int, float, float]:
+    """Template cutting sizes at A_REF such that the smallest fcc-based alloy still meets the minimum;
+    for a native bulk (hcp, bcc, file: cut at its own size) the catalog's sizes as they are."""
     g = catalog.slab
+    if spec is not None and is_native(spec):
+        return g.min_thickness, g.min_layers, g.min_lateral, g.layer_tolerance
+    a_min = min((b.lattice_constant for b in bulk_specs(catalog) if not is_native(b)), default=A_REF)
+    s = A_REF / a_min
     return g.min_thickness * s, g.min_layers, g.min_lateral * s, g.layer_tolerance
+
+
+def _templates(spec: BulkSpec, miller, targs):
+    kind = geometry_kind(spec)
+    if is_native(spec):
+        return slab_templates(kind, tuple(miller), *targs, bulk=template_bulk(spec))
+    return slab_templates(kind, tuple(miller), *targs)
+
+
+#: a top layer is close-packed when every atom has 6 in-layer neighbours within this factor of the nearest
+CLOSE_PACKED_TOL = 1.05
+
+
+def close_packed_top(slab: Atoms, layer_tol: float) -> bool:
+    """Whether the slab's top layer is a close-packed (triangular) net: every atom of it has exactly
+    six in-layer neighbours (periodic images included) at the nearest in-layer distance, within 5%.
+    fcc (111) and hcp (0001) are; bcc (110) (4 + 2 neighbours at two distances) and square nets are not.
+    """
+    from qecat_core.enumerate.slabs import atomic_layers
+
+    layer = atomic_layers(slab.positions[:, 2], layer_tol)
+    top = slab.positions[layer == layer.max()]
+    if len(top) < 1:
+        return False
+    cell = np.array(slab.cell)
+    # the in-plane lattice itself: images of each atom too (a 1-atom layer cell has only its images)
+    shifts = np.array([i * cell[0, :2] + j * cell[1, :2] for i in (-2, -1, 0, 1, 2) for j in (-2, -1, 0, 1, 2)])
+    pts = (top[None, :, :2] + shifts[:, None, :]).reshape(-1, 2)
+    dists = []
+    for p in top[:, :2]:
+        d = np.linalg.norm(pts - p, axis=1)
+        dists.append(d[d > 1e-6])
+    nearest = min(d.min() for d in dists)
+    return all(int((d < CLOSE_PACKED_TOL * nearest).sum()) == 6 for d in dists)
 
 
 def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = "") -> list[Candidate]:
     """All candidates of one bulk: every facet and termination, adsorbate and placement."""
-    targs = _template_args(catalog)
-    kind = geometry_kind(spec)
+    targs = _template_args(catalog, spec)
+    native = is_native(spec)
     is_random = spec.prototype is not None and spec.prototype.kind == "random"
     out: list[Candidate] = []
-    for miller in catalog.facets:
-        for t_index, template in enumerate(slab_templates(kind, tuple(miller), *targs)):
+    adsorbates = [(entry.name, entry.adsorbate()) for entry in catalog.adsorbates]
+    for miller in (spec.facets or catalog.facets):
+        for t_index, template in enumerate(_templates(spec, miller, targs)):
             slab_seed = int(short_hash(spec.seed, miller, t_index, size=4), 16)
             slab = realize_slab(template, spec, catalog.slab, seed=slab_seed)
             slab_id = "slab-" + structure_hash(slab)
@@ -74,11 +111,12 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
             sites = template_sites(template, symm_reduce=not is_random)
             cell2 = np.array(slab.cell)[:2, :2]
             slab_nbrs = slab_neighbor_symbols(slab)
-            # fcc/hcp hollows are a close-packed-surface notion: the cubic (111), whatever the index
-            # in the cell the slab was cut from (the primitive (100) of a pure or random fcc slab is one)
-            close_packed = infer_miller(slab) == (1, 1, 1)
-            for smiles in catalog.adsorbates:
-                ads = get_adsorbate(smiles)
+            # fcc/hcp hollows are a close-packed-surface notion: a triangular top layer, whatever the index
+            # in the cell the slab was cut from (the cubic (111), so also the primitive (100) of a pure or
+            # random fcc slab; hcp (0001); an L1_2 (111) from a file)
+            close_packed = close_packed_top(slab, catalog.slab.layer_tolerance * (1.0 if native else
+                                                                                  spec.lattice_constant / A_REF))
+            for smiles, ads in adsorbates:
                 oriented = ads.oriented()
                 b = ads.binding_indices[0]
                 system_id = "sys-" + short_hash(slab_id, smiles)
@@ -100,10 +138,17 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                         placements.append(("random", f @ cell2, float(rng.uniform(0, 360))))
                 seen: set[tuple] = set()
                 found: list[Candidate] = []
+                clearance = CLEARANCE if ads.upright else None  # SMILES, files: only binding atoms bind
                 for mode, xy, angle in placements:
-                    atoms = place(slab, oriented, b, xy, angle)
+                    atoms = place(slab, oriented, b, xy, angle, ads.binding_indices, clearance)
                     ib = len(slab) + b
                     site_type, bound = classify_site(atoms, ib)
+                    if site_type == "none" and len(ads.binding_indices) > 1:  # a flat molecule touches
+                        for other in ads.binding_indices[1:]:                 # first with another atom
+                            kind_other, bound_other = classify_site(atoms, len(slab) + other)
+                            if kind_other != "none":
+                                ib, site_type, bound = len(slab) + other, kind_other, bound_other
+                                break
                     key = (mode, site_type, tuple(sorted(bound)))
                     if mode == "heuristic" and key in seen:  # periodic duplicates of one site
                         continue
@@ -114,8 +159,7 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                         "sid": sid, "system_id": system_id, "slab_id": slab_id, "bulk": spec.label,
                         "bulk_formula": formula, "prototype": spec.prototype_label,
                         "metal_a": spec.a, "metal_b": spec.b or "",
-                        "fraction_b": float(spec.prototype.fraction_b) if is_random else
-                        (0.0 if spec.b is None else {"A3B": 0.25, "AB3": 0.75}.get(spec.prototype.formula, 0.5)),
+                        "fraction_b": _fraction_b(spec, is_random),
                         "lattice_constant": round(spec.lattice_constant, 4),
                         "miller": miller_text(miller), "shift": template.shift, "top": template.top,
                         "adsorbate": smiles, "placement": mode, "site_type": site_type,
@@ -133,6 +177,17 @@ def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = ""
                 found = _stratified_cap(found, catalog.placement.max_per_system)
                 out.extend(found)
     return out
+
+
+def _fraction_b(spec: BulkSpec, is_random: bool) -> float:
+    if spec.lattice == "file":
+        symbols = spec.structure[0]
+        return round(1.0 - symbols.count(spec.a) / len(symbols), 6)
+    if is_random:
+        return float(spec.prototype.fraction_b)
+    if spec.b is None:
+        return 0.0
+    return {"A3B": 0.25, "AB3": 0.75}.get(spec.prototype.formula, 0.5)
 
 
 def _stratified_cap(found: list[Candidate], cap: int) -> list[Candidate]:
@@ -178,11 +233,25 @@ def _work(args: tuple[BulkSpec, str]) -> list[Candidate]:
 
 
 def _prepare(job):
-    kind, miller, targs = job
+    kind, miller, targs, bulk = job
     result = []
-    for t in slab_templates(kind, miller, *targs):
+    for t in slab_templates(kind, miller, *targs, bulk=bulk):
         result.append((t, template_sites(t, True), template_sites(t, False) if kind == "fcc" else None))
     return result
+
+
+def _template_jobs(catalog: Catalog, specs: list[BulkSpec]) -> list[tuple]:
+    """(kind, miller, sizes, native bulk cell or None) of every template the catalog's bulks use, once."""
+    jobs: dict[tuple, tuple] = {}
+    shared = _template_args(catalog)  # the fcc templates' sizes (from the smallest lattice constant)
+    for spec in specs:
+        kind = geometry_kind(spec)
+        targs = _template_args(catalog, spec) if is_native(spec) else shared
+        for m in (spec.facets or catalog.facets):
+            key = (kind, tuple(m))
+            if key not in jobs:
+                jobs[key] = (kind, tuple(m), targs, template_bulk(spec) if is_native(spec) else None)
+    return [jobs[k] for k in sorted(jobs)]
 
 
 def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool = True) -> Iterator[Candidate]:
@@ -191,16 +260,18 @@ def iter_candidates(catalog: Catalog, workers: int | None = None, progress: bool
 
     chash = catalog.content_hash()
     specs = bulk_specs(catalog)
-    targs = _template_args(catalog)
     workers = workers or min(len(specs), os.cpu_count() or 1)
-    # cut the templates and find their sites once, before forking, so the workers share them
-    jobs = [(kind, tuple(m), targs) for kind in sorted({geometry_kind(s) for s in specs}) for m in catalog.facets]
+    # cut the templates and find their sites once, before forking, so the workers share them (and
+    # build the SMILES adsorbates' geometries)
+    for entry in catalog.adsorbates:
+        entry.adsorbate()
+    jobs = _template_jobs(catalog, specs)
     if workers > 1:
         with Pool("templates", workers, mp.get_context("fork"), initializer=_reset_signals) as pool:
             try:
                 for k, result in pool.map_unordered(_prepare, jobs, lambda ks: "cutting slab templates " + some(
                         [f"{jobs[k][0]} {miller_text(jobs[k][1])}" for k in ks])):
-                    install_templates(*jobs[k], result)
+                    install_templates(*jobs[k][:3], result)
             except WorkerDied as exc:
                 raise QecatError(f"enumeration: {exc}; rerun to continue") from None
     else:

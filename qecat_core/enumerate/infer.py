@@ -1,7 +1,7 @@
 """Metadata of a bare adsorbate + slab structure: which adsorbate, which bulk formula, which facet.
 
 The configuration string (:mod:`qecat_core.enumerate.text`) and the per-adsorbate energy offsets of the model
-need the adsorbate's OC20 SMILES, the bulk formula and the Miller index. Structures written by
+need the adsorbate's SMILES, the bulk formula and the Miller index. Structures written by
 ``qecat enumerate`` carry them in ``atoms.info``; a structure from anywhere else (an ``.extxyz``,
 a POSCAR, an ``ase.build`` slab) usually does not. :func:`complete_metadata` fills in what is
 missing from the geometry alone (tags as in OC20: 2 adsorbate, 0/1 slab):
@@ -9,17 +9,20 @@ missing from the geometry alone (tags as in OC20: 2 adsorbate, 0/1 slab):
 * ``adsorbate``: the OC20 adsorbate (fairchem-data-oc's set) with the same atoms and the same
   hydrogens on each heavy atom, so that ``*CHO`` and ``*COH`` are told apart; among those, one whose
   binding element is the heavy atom nearest the slab. Adsorbates of the default catalog win ties.
+  Any other molecule: its canonical SMILES perceived from the coordinates with RDKit, ``*`` before
+  each atom bonded to the slab (:mod:`qecat_core.enumerate.molecules`; :func:`adsorbate_molecule`).
 * ``bulk_formula``: the slab's reduced composition (``Cu27Pt9`` -> ``Cu3Pt``), elements in the
   order of the default catalog's metals (as its formulas are written), then alphabetically.
-* ``miller``: for fcc-based slabs (fcc metals, L1_2, L1_0 and random fcc alloys, the geometries of the
-  catalog): the surface normal expressed in the cubic axes found from the slab's nearest-neighbour
-  bonds (fcc bonds run along <110>), as the smallest integers, largest first (``(2 1 1)``). Other
-  lattices give ``None``.
+* ``miller`` (and ``lattice``): the bulk lattice the slab's stacking shows (fcc, hcp, bcc, ...; an
+  alloy's is that of its sites) and the surface normal in that lattice's conventional cell, as the
+  smallest integers, the largest of the equivalent indices (``(2 1 1)``, hcp (0001) ``(0 0 1)``):
+  :mod:`qecat_core.enumerate.surface`. None for a slab thinner than two stacking periods.
 
 Values given in ``atoms.info`` win over the geometry (``prefer_geometry=True``, ``qecat predict
---infer-metadata``, reverses that); they are read with :func:`parse_miller` and :func:`parse_adsorbate`,
-which accept the spellings people write, and one that cannot be read is an :class:`InputError` naming
-the structure, the key, the value and the accepted forms.
+--infer-metadata``, reverses that); they are read with :func:`parse_miller`, :func:`parse_adsorbate` and
+:func:`parse_facet` (``facet``, e.g. ``fcc(111)``, gives ``lattice`` and ``miller`` where those keys are
+absent), which accept the spellings people write, and one that cannot be read is an :class:`InputError`
+naming the structure, the key, the value and the accepted forms.
 
 >>> from ase.build import fcc211, add_adsorbate
 >>> slab = fcc211("Pt", (3, 3, 4), vacuum=8.0)
@@ -42,7 +45,13 @@ from ase.geometry import get_distances
 
 from qecat_core.common.errors import InputError
 from qecat_core.common.tags import TAG_ADSORBATE
-from qecat_core.enumerate.placement import BOND_SCALE
+from qecat_core.enumerate.molecules import (
+    Molecule,
+    contiguous_positions,
+    molecule_smiles,
+)
+from qecat_core.enumerate.placement import BOND_SCALE, inplane_displacements
+from qecat_core.enumerate.surface import Surface, describe_surface
 
 # The adsorbates of catalogs/bimetallics.yaml (the ones the shipped model was trained on) win ties.
 PREFERRED = ("*H", "*O", "*OH", "*C", "*CH", "*CH2", "*CH3", "*N", "*NH", "*NH2", "*CO", "*COH", "*CHO",
@@ -50,7 +59,9 @@ PREFERRED = ("*H", "*O", "*OH", "*C", "*CH", "*CH2", "*CH3", "*N", "*NH", "*NH2"
 
 
 MILLER_FORMS = '111, "1 1 1", "(1, 1, 1)", [1, 1, 1], hcp "0001"'
-ADSORBATE_FORMS = "an OC20 adsorbate SMILES, with or without '*', any case: '*OH', 'OH'; the list: qecat adsorbates"
+ADSORBATE_FORMS = ("an OC20 adsorbate SMILES, with or without '*', any case: '*OH', 'OH' (the list: qecat "
+                   "adsorbates); or any SMILES RDKit reads, '*' before binding atoms: '*OCC'")
+FACET_FORMS = 'a lattice and a Miller index: "fcc(111)", "hcp(0001)", "bcc 110"'
 
 
 def _index(token) -> int:
@@ -141,13 +152,17 @@ def _adsorbate_names() -> dict[str, str]:
 
 
 def parse_adsorbate(value) -> str:
-    """An adsorbate as written anywhere -> its OC20 SMILES (``'*OH'``), as the OC20 set writes it.
+    """An adsorbate as written anywhere -> its OC20 SMILES (``'*OH'``), as the OC20 set writes it; any
+    other SMILES RDKit reads (``'*OCC'``, ``'CC(N)=O'``) as given.
 
-    With or without ``*`` (anywhere: ``'OH*'`` too), any case; raises ValueError when the name is not
-    one of the OC20 set (``qecat adsorbates`` lists them).
+    OC20 names first: with or without ``*`` (anywhere: ``'OH*'`` too), any case (so ``'CCO'`` is OC20's
+    ``*CCO``, not ethanol: write ``'OCC'``). Raises ValueError when the value is neither one of the OC20
+    set (``qecat adsorbates`` lists them) nor a SMILES.
 
     >>> [parse_adsorbate(v) for v in ("*OH", "OH", " oh ", "OH*", "CH2CO", "*CH2*CO", "NH2N(CH3)2")]
     ['*OH', '*OH', '*OH', '*OH', 'CH2*CO', 'CH2*CO', '*NH2N(CH3)2']
+    >>> parse_adsorbate(" *SC "), parse_adsorbate("c1ccccc1")
+    ('*SC', 'c1ccccc1')
     >>> parse_adsorbate("OH-")
     Traceback (most recent call last):
     ValueError: is not an OC20 adsorbate
@@ -156,10 +171,43 @@ def parse_adsorbate(value) -> str:
         value = value.decode(errors="replace")
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    smiles = _adsorbate_names().get(value.strip().replace("*", "").upper()) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise ValueError("is not an OC20 adsorbate")  # noqa: TRY004 (the parsers' contract: ValueError)
+    smiles = _adsorbate_names().get(value.strip().replace("*", "").upper())
+    if smiles is None and _is_smiles(value.strip()):
+        smiles = value.strip()
     if smiles is None:
         raise ValueError("is not an OC20 adsorbate")
     return smiles
+
+
+def _is_smiles(text: str) -> bool:
+    """Whether RDKit reads ``text`` without its binding marks (``*O=CN``: a ``*`` there is no atom)."""
+    text = text.replace("*", "")
+    if not text or any(c.isspace() for c in text):
+        return False
+    from rdkit import Chem, rdBase
+
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(text)
+    return mol is not None and mol.GetNumAtoms() > 0
+
+
+def parse_facet(value) -> tuple[str | None, tuple[int, int, int]]:
+    """A facet as written in datasets -> ``(lattice, (h, k, l))``; the lattice (lower case) may be absent.
+
+    >>> parse_facet("fcc(111)"), parse_facet("hcp(0001)"), parse_facet("BCC 110"), parse_facet("(2 1 1)")
+    (('fcc', (1, 1, 1)), ('hcp', (0, 0, 1)), ('bcc', (1, 1, 0)), (None, (2, 1, 1)))
+    """
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if not isinstance(value, str):
+        return None, parse_miller(value)
+    m = re.fullmatch(r"\s*([A-Za-z][A-Za-z0-9_-]*?)?[\s_-]*([(\[]?[-+\d\s,.]+[)\]]?)\s*", value)
+    if m is None:
+        raise ValueError("is not a facet")
+    lattice = m.group(1).lower() if m.group(1) else None
+    return lattice, parse_miller(m.group(2))
 
 
 def _show(value) -> str:
@@ -184,12 +232,16 @@ def _absent(value) -> bool:
     return False
 
 
-def _geometry(atoms: Atoms, key: str):
-    """The value of ``key`` read off the geometry (None when it cannot be)."""
+def _geometry(atoms: Atoms, key: str, cache: dict | None = None):
+    """The value of ``key`` read off the geometry (None when it cannot be); ``cache`` keeps the surface
+    for the next key of the same structure."""
     if key == "adsorbate":
-        return identify_adsorbate(atoms)
-    if key == "miller":
-        return infer_miller(atoms)
+        return infer_adsorbate(atoms)
+    if key in ("miller", "lattice"):
+        cache = {} if cache is None else cache
+        if "surface" not in cache:
+            cache["surface"] = infer_surface(atoms)
+        return cache["surface"].miller if key == "miller" else cache["surface"].lattice
     slab = atoms[atoms.get_tags() != TAG_ADSORBATE]
     return slab_formula(slab) if len(slab) else None
 
@@ -198,31 +250,48 @@ def _name(atoms: Atoms, name: str | None) -> str:
     return name or str(atoms.info.get("source") or atoms.info.get("sid") or "structure")
 
 
+def given_key(atoms: Atoms, key: str) -> str | None:
+    """The ``atoms.info`` key that gives ``key`` (``adsorbate``, ``miller``, ``lattice``): the key itself,
+    else ``facet`` for ``miller`` and ``lattice`` (``fcc(111)``: both); None when neither is there."""
+    if not _absent(atoms.info.get(key)):
+        return key
+    if key in ("miller", "lattice") and not _absent(atoms.info.get("facet")):
+        return "facet"
+    return None
+
+
 def read_metadata(atoms: Atoms, key: str, name: str | None = None, geometry=None):
-    """The given ``atoms.info[key]`` (``adsorbate`` or ``miller``) read with its parser; None when absent.
+    """The given ``atoms.info[key]`` (``adsorbate``, ``miller`` or ``lattice``; the latter two also from
+    ``facet``: :func:`parse_facet`) read with its parser; None when absent.
 
     A value that cannot be read raises :class:`InputError` naming ``name`` (default: the structure's
     ``source``), the key, the value and the accepted forms, and saying what the geometry gives
     (``geometry``: that value when already known; inferred here otherwise).
     """
-    value = atoms.info.get(key)
-    if _absent(value):
+    source = given_key(atoms, key)
+    if source is None:
         return None
-    parse = parse_miller if key == "miller" else parse_adsorbate
+    value = atoms.info[source]
     try:
-        return parse(value)
+        if source == "facet":
+            lattice, miller = parse_facet(value)
+            return miller if key == "miller" else lattice
+        if key == "lattice":
+            return str(value).strip().lower()
+        return parse_miller(value) if key == "miller" else parse_adsorbate(value)
     except ValueError as exc:
         reason = str(exc)
-    forms = MILLER_FORMS if key == "miller" else ADSORBATE_FORMS
+    forms = {"miller": MILLER_FORMS, "facet": FACET_FORMS}.get(source, ADSORBATE_FORMS)
     if geometry is None:
         geometry = _geometry(atoms, key)
     if geometry is None:
-        what = "Miller indices: fcc-based slabs" if key == "miller" else "adsorbates: the OC20 set"
-        hint = f"the geometry does not give one either ({what}): fix atoms.info[{key!r}]"
+        what = ("Miller indices: slabs two stacking periods thick" if key != "adsorbate" else
+                "adsorbates: tag-2 atoms whose bonds RDKit can read")
+        hint = f"the geometry does not give one either ({what}): fix atoms.info[{source!r}]"
     else:
         shown = "(" + " ".join(map(str, geometry)) + ")" if key == "miller" else geometry
         hint = f"the geometry gives {shown}: rerun with --infer-metadata to use it"
-    raise InputError(f"{_name(atoms, name)}: {key} = {_show(value)} {reason} (accepted: {forms}); {hint}")
+    raise InputError(f"{_name(atoms, name)}: {source} = {_show(value)} {reason} (accepted: {forms}); {hint}")
 
 
 # Element order of bulk formulas: the default catalog's metals first (its pairs are written A-B in this
@@ -306,58 +375,66 @@ def identify_adsorbate(atoms: Atoms) -> str | None:
     return same[0] if same else None
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+def surface_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(adsorbate indices, slab indices, bonded [n_ads, n_slab]): adsorbate-slab bonds, a distance below
+    ``BOND_SCALE`` x the sum of ASE's covalent radii, minimum image in the plane (the configuration
+    text's rule: :mod:`qecat_core.enumerate.text`)."""
+    is_ads = atoms.get_tags() == TAG_ADSORBATE
+    ads_idx, slab_idx = np.nonzero(is_ads)[0], np.nonzero(~is_ads)[0]
+    slab_pos = atoms.positions[slab_idx]
+    dist = np.empty((len(ads_idx), len(slab_idx)))
+    for k, a in enumerate(ads_idx):
+        dxy = inplane_displacements(slab_pos, atoms.positions[a, :2], atoms.cell)
+        dist[k] = np.sqrt((dxy ** 2).sum(1) + (slab_pos[:, 2] - atoms.positions[a, 2]) ** 2)
+    radii = covalent_radii[atoms.numbers]
+    bonded = dist < BOND_SCALE * (radii[ads_idx][:, None] + radii[slab_idx][None, :])
+    return ads_idx, slab_idx, bonded
 
 
-def infer_miller(atoms: Atoms, tol: float = 0.12) -> tuple[int, int, int] | None:
-    """Miller index of an fcc-based slab's surface (largest index first), or None if not fcc-like.
+def binding_atoms(atoms: Atoms) -> list[int]:
+    """Indices (into ``atoms``) of the adsorbate atoms bonded to the slab (:func:`surface_bonds`)."""
+    ads_idx, _, bonded = surface_bonds(atoms)
+    return [int(a) for a, row in zip(ads_idx, bonded) if row.any()]
 
-    The slab atoms (tags 0 and 1) are the crystal; the surface normal is ``cell[0] x cell[1]``.
-    """
+
+def adsorbate_molecule(atoms: Atoms) -> Molecule | None:
+    """The tag-2 atoms as a molecule perceived from their coordinates (made whole across the cell), its
+    binding atoms those bonded to the slab (:func:`qecat_core.enumerate.molecules.molecule_smiles`);
+    None without adsorbate atoms. ``binding`` indexes ``atoms``."""
+    ads_idx, _, bonded = surface_bonds(atoms)
+    if not len(ads_idx):
+        return None
+    ads = atoms[ads_idx]
+    pos = contiguous_positions(ads.positions, ads.numbers, ads.cell, ads.pbc if ads.cell.rank == 3 else False)
+    binding = [k for k in range(len(ads_idx)) if bonded[k].any()]
+    mol = molecule_smiles(ads.get_chemical_symbols(), pos, binding)
+    return Molecule(mol.smiles, mol.formula, mol.bond_orders, tuple(int(ads_idx[k]) for k in mol.binding))
+
+
+def infer_adsorbate(atoms: Atoms) -> str | None:
+    """The adsorbate's name from the geometry: its OC20 SMILES where one matches (:func:`identify_adsorbate`),
+    else the canonical SMILES of :func:`adsorbate_molecule` (``'*OCC'``); None without adsorbate atoms."""
+    oc20 = identify_adsorbate(atoms)
+    if oc20 is not None:
+        return oc20
+    mol = adsorbate_molecule(atoms)
+    return mol.smiles if mol is not None else None
+
+
+def infer_surface(atoms: Atoms) -> Surface:
+    """Bulk lattice and Miller index of the slab atoms (tags 0 and 1) of ``atoms``
+    (:func:`qecat_core.enumerate.surface.describe_surface`)."""
     slab = atoms[atoms.get_tags() != TAG_ADSORBATE]
-    if len(slab) < 4 or slab.cell.rank < 2:
-        return None
-    # bonds of the atoms nearest the slab's middle height (they have all their neighbours), in-plane periodic
-    z = slab.positions @ _unit(np.cross(slab.cell[0], slab.cell[1]))
-    centre = np.argsort(np.abs(z - 0.5 * (z.min() + z.max())), kind="stable")[:8]
-    shifts = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]) @ slab.cell[:2]  # in-plane images
-    images = (slab.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
-    vec = (images[None, :, :] - slab.positions[centre][:, None, :]).reshape(-1, 3)
-    d = np.linalg.norm(vec, axis=1)
-    vec, d = vec[d > 1e-6], d[d > 1e-6]
-    if not len(d):
-        return None
-    vec = vec[d < 1.2 * d.min()]  # nearest-neighbour bonds (fcc's second neighbours are 1.41x further)
-    dirs = _unit(vec)
-    dirs = np.where((dirs @ np.array([0.577, 0.613, 0.539]))[:, None] < 0, -dirs, dirs)  # fold +-v together
-    uniq: list[np.ndarray] = []
-    while len(dirs) and len(uniq) <= 6:  # group parallel bonds, one direction at a time
-        uniq.append(dirs[0])
-        dirs = dirs[np.abs(dirs @ dirs[0]) <= 0.98]
-    if len(uniq) != 6 or len(dirs):  # fcc: six bond directions up to sign
-        return None
-    U = np.array(uniq)
-    # cube axes: sum and difference of orthogonal bond directions ((1,1,0) +- (1,-1,0) ~ (1,0,0), (0,1,0))
-    axes: list[np.ndarray] = []
-    for a in range(6):
-        for b in range(a + 1, 6):
-            if abs(float(U[a] @ U[b])) < 0.1:
-                for e in (_unit(U[a] + U[b]), _unit(U[a] - U[b])):
-                    if not any(abs(float(e @ x)) > 0.98 for x in axes):
-                        axes.append(e)
-    if len(axes) != 3 or max(abs(float(axes[p] @ axes[q])) for p, q in ((0, 1), (0, 2), (1, 2))) > 0.1:
-        return None
-    normal = _unit(np.cross(slab.cell[0], slab.cell[1]))
-    h = np.abs(np.array(axes) @ normal)
-    nz = h[h > 0.1]
-    for scale in (1, 2, 3):  # smallest integers: try multiples of the smallest component
-        m = h / nz.min() * scale
-        r = np.round(m)
-        if np.all(np.abs(m - r) < tol * scale) and r.max() <= 6:
-            g = int(np.gcd.reduce(r.astype(int)))
-            return tuple(int(x) for x in sorted((r / g).astype(int), reverse=True))  # type: ignore[return-value]
-    return None
+    if len(slab) < 2 or slab.cell.rank < 2:
+        return Surface(None, None)
+    return describe_surface(slab)
+
+
+def infer_miller(atoms: Atoms) -> tuple[int, int, int] | None:
+    """Miller index of the slab's surface (the 3-index form of the OC20 strings), or None if the geometry
+    does not give one (see :func:`infer_surface`). The slab atoms (tags 0 and 1) are the crystal; the
+    surface normal is ``cell[0] x cell[1]``."""
+    return infer_surface(atoms).miller
 
 
 METADATA_KEYS = ("adsorbate", "bulk_formula", "miller")
@@ -366,7 +443,8 @@ METADATA_KEYS = ("adsorbate", "bulk_formula", "miller")
 def complete_metadata(atoms: Atoms, name: str | None = None, prefer_geometry: bool = False,
                       keys: tuple[str, ...] = METADATA_KEYS) -> list[str]:
     """Read ``adsorbate`` and ``miller`` of ``atoms.info`` (:func:`read_metadata`: stored back as the OC20
-    SMILES and an ``(h, k, l)`` tuple) and fill in those of ``keys`` that are absent and inferable.
+    SMILES and an ``(h, k, l)`` tuple; ``miller`` also from ``facet``) and fill in those of ``keys`` that
+    are absent and inferable (``keys`` may also name ``lattice``).
 
     ``prefer_geometry``: the geometry's value wins for every key it gives (the given one, read as above,
     where it gives none; an unreadable given value is then only an error when the geometry gives none).
@@ -376,6 +454,7 @@ def complete_metadata(atoms: Atoms, name: str | None = None, prefer_geometry: bo
     """
     info = atoms.info
     filled = []
+    cache: dict = {}
     for key in keys:
         if key == "bulk_formula":
             given = None if _absent(info.get("bulk_formula")) and _absent(info.get("bulk")) else True
@@ -387,7 +466,7 @@ def complete_metadata(atoms: Atoms, name: str | None = None, prefer_geometry: bo
             if key != "bulk_formula":
                 info[key] = given
             continue
-        inferred = _geometry(atoms, key)
+        inferred = _geometry(atoms, key, cache)
         if inferred is not None:
             info[key] = inferred
             filled.append(key)

@@ -15,6 +15,9 @@ from ase.data import covalent_radii
 from qecat_core.common.tags import TAG_ADSORBATE
 
 BOND_SCALE = 1.1  # a bond is a distance below 1.1 x the sum of covalent radii
+#: non-binding atoms of SMILES and file adsorbates stay this many x contact away from the slab: clear
+#: of BOND_SCALE by a margin, so that no atom sits on the bond threshold (where noise would decide)
+CLEARANCE = BOND_SCALE + 0.02
 
 
 _SHIFTS = np.array([[sx, sy] for sx in (-1, 0, 1) for sy in (-1, 0, 1)], dtype=float)
@@ -38,22 +41,29 @@ def _inplane_images(atoms: Atoms, xy: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return inplane_displacements(atoms.positions, xy, atoms.cell), atoms.positions[:, 2]
 
 
-def contact_height(slab: Atoms, xy: np.ndarray, symbol_z: int) -> float:
-    """Height (Å) at which an atom of number ``symbol_z`` above ``xy`` touches the slab."""
+def contact_height(slab: Atoms, xy: np.ndarray, symbol_z: int, scale: float = 1.0) -> float:
+    """Height (Å) at which an atom of number ``symbol_z`` above ``xy`` touches the slab (at ``scale``
+    times the sum of covalent radii from every slab atom)."""
     d, z = _inplane_images(slab, xy)
     rho = np.linalg.norm(d, axis=1)
-    r = covalent_radii[symbol_z] + covalent_radii[slab.numbers]
+    r = scale * (covalent_radii[symbol_z] + covalent_radii[slab.numbers])
     reach = rho < r
     if not reach.any():
         return float(z.max() + 1.0)
     return float(np.max(z[reach] + np.sqrt(r[reach] ** 2 - rho[reach] ** 2)))
 
 
-def place(slab: Atoms, adsorbate: Atoms, binding_index: int, xy: np.ndarray, angle: float = 0.0) -> Atoms:
+def place(slab: Atoms, adsorbate: Atoms, binding_index: int, xy: np.ndarray, angle: float = 0.0,
+          binding: tuple[int, ...] = (), clearance: float | None = None) -> Atoms:
     """Slab + adsorbate with the binding atom touching the surface above ``xy``.
 
     ``adsorbate`` must be oriented (binding atom at the origin, molecule towards +z), see
     :meth:`qecat_core.catalog.adsorbates.Adsorbate.oriented`. Adsorbate atoms get tag 2.
+    The molecule is lifted where another atom would come closer to the slab than its contact height
+    less 0.3 Å (OC20 adsorbates). With ``clearance`` (SMILES and file adsorbates) it is lifted until
+    no atom of ``binding`` is closer than contact (the sum of covalent radii) and no other atom closer
+    than ``clearance`` x contact (:data:`CLEARANCE`: only binding atoms bind): lowered rigidly until
+    the first atom touches.
     """
     ads = adsorbate.copy()
     if angle:
@@ -63,8 +73,13 @@ def place(slab: Atoms, adsorbate: Atoms, binding_index: int, xy: np.ndarray, ang
     # lift the molecule if a non-binding atom would sit too close to the slab
     others = [i for i in range(len(ads)) if i != binding_index]
     if others:
-        floor = np.array([contact_height(slab, ads.positions[i, :2], ads.numbers[i]) for i in others])
-        lift = np.max(floor - 0.3 - ads.positions[others, 2])
+        if clearance is None:
+            floor = np.array([contact_height(slab, ads.positions[i, :2], ads.numbers[i]) for i in others]) - 0.3
+        else:
+            floor = np.array([contact_height(slab, ads.positions[i, :2], ads.numbers[i]) if i in binding
+                              else contact_height(slab, ads.positions[i, :2], ads.numbers[i], clearance)
+                              for i in others])
+        lift = np.max(floor - ads.positions[others, 2])
         if lift > 0:
             ads.positions[:, 2] += lift
     ads.set_tags([TAG_ADSORBATE] * len(ads))

@@ -12,6 +12,13 @@ and the sids built on it, could differ between machines. :func:`environment_fing
 a site by the smoothed radial distribution of each placeholder element around a probe above it;
 two sites are equivalent when their fingerprints agree to :data:`EQUIVALENCE_TOL`, a tolerance far
 above floating-point noise and far below the difference between distinct sites.
+
+Square nets (bcc and B2 (100), with the second layer in reach) put four surface atoms on a circle,
+so the Delaunay triangulation behind AdsorbateSiteFinder has two equally good answers and the noise
+picks one (a different set of hollow positions). For the templates of native bulks (hcp, bcc, files)
+the site finder sees the atoms moved in-plane by a fixed pattern of at most :data:`JITTER` Å
+(:func:`_jitter`), which decides such ties the same way on every machine; the fingerprints are taken
+on the template itself. fcc templates are found as before (their sids do not move).
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ def _find_sites(template: SlabTemplate, symm_reduce: bool) -> np.ndarray:
 
     atoms = template.atoms
     lattice = Lattice(np.array(atoms.cell) + np.diag([0, 0, 15.0]))  # room above for pymatgen
-    struct = Structure(lattice, atoms.get_chemical_symbols(), atoms.positions, coords_are_cartesian=True)
+    positions = atoms.positions + _jitter(len(atoms)) if template.native else atoms.positions
+    struct = Structure(lattice, atoms.get_chemical_symbols(), positions, coords_are_cartesian=True)
     slab = Slab(struct.lattice, struct.species, struct.frac_coords, miller_index=template.miller,
                 oriented_unit_cell=struct, shift=template.shift, scale_factor=np.eye(3, dtype=int))
     # height 1.6 Å at a = 3.8 Å: the top layer of flat facets, plus the trough atoms of (110) and
@@ -74,6 +82,19 @@ def _find_sites(template: SlabTemplate, symm_reduce: bool) -> np.ndarray:
                 unique.append(j)
         kept = [kept[j] for j in unique]
     return frac[kept]
+
+
+#: Å, the largest in-plane move of :func:`_jitter` (sites found move by about as much)
+JITTER = 1e-5
+
+
+def _jitter(n: int) -> np.ndarray:
+    """A fixed in-plane displacement (n, 3) per atom index, each component in [-JITTER/2, JITTER/2)
+    (golden-ratio sequences: no two atoms alike, the same on every machine)."""
+    k = np.arange(1, n + 1, dtype=float)
+    u = (k * 0.6180339887498949) % 1.0 - 0.5
+    v = (k * 0.7548776662466927) % 1.0 - 0.5
+    return JITTER * np.stack([u, v, np.zeros(n)], axis=1)
 
 
 #: Å: fingerprint probe height above the site, cutoff, and smoothing width

@@ -5,6 +5,13 @@ they are cut once (pymatgen's SlabGenerator, OC20's convention of listing the fl
 its own termination with ``top=False``) at a reference lattice constant and then scaled to each
 alloy's lattice constant (Vegard's law or relaxed), so enumeration is fast and every alloy of a
 facet has the same layer count and supercell.
+
+*Native* bulks (pure hcp and bcc metals, crystals from files; :func:`qecat_core.catalog.bulks.is_native`)
+get templates of their own, cut from the bulk itself at its lattice constants and with its species
+(``bulk`` of :func:`slab_templates`), realised without scaling. Their terminations are told apart
+by geometry (hcp (10-10) has two of the same composition), the bottom termination is turned up by a
+180 degree rotation about x (physical for non-centrosymmetric crystals too), and atoms are wrapped
+into the cell with a margin so that a coordinate at 1 - 1e-16 and one at 1e-16 land alike.
 """
 
 from __future__ import annotations
@@ -43,15 +50,44 @@ class SlabTemplate:
     top: bool
     atoms: Atoms  # tiled, orthogonal c, slab starting at z = 0, no vacuum tags yet
     n_layers: int
+    native: bool = False  # cut from the bulk itself (species and size as they are), not at A_REF
 
 
-def _slab_to_atoms(slab) -> Atoms:
+#: fractional coordinates within this of 1 wrap to ~0 (native templates), so noise cannot flip them
+WRAP_MARGIN = 1e-8
+
+
+def _wrap_robust(atoms: Atoms) -> Atoms:
+    """Wrap the in-plane fractional coordinates into [-WRAP_MARGIN, 1 - WRAP_MARGIN)."""
+    f = atoms.get_scaled_positions(wrap=False)
+    f[:, :2] -= np.floor(f[:, :2] + WRAP_MARGIN)
+    atoms.set_scaled_positions(f)
+    return atoms
+
+
+def _slab_to_atoms(slab, native: bool = False) -> Atoms:
     from pymatgen.io.ase import AseAtomsAdaptor
 
     m = AseAtomsAdaptor.get_atoms(slab.get_orthogonal_c_slab())
     atoms = Atoms(m.numbers, positions=m.positions, cell=m.cell, pbc=True)
+    if native:
+        return _wrap_robust(atoms)
     atoms.wrap()
     return atoms
+
+
+def _turn_over(atoms: Atoms) -> Atoms:
+    """The slab turned upside down by a 180 degree rotation about x (a proper rotation: the bottom
+    termination as it is, for any crystal). In-plane vectors a, b become (ax, -ay), (bx, -by), listed
+    as b, a to keep the cell right-handed."""
+    out = atoms.copy()
+    R = np.diag([1.0, -1.0, -1.0])
+    cell = np.array(atoms.cell)
+    new_cell = np.array([cell[1] @ R, cell[0] @ R, cell[2]])
+    out.set_cell(new_cell, scale_atoms=False)
+    out.positions = atoms.positions @ R
+    out.positions[:, 2] -= out.positions[:, 2].min()
+    return _wrap_robust(out)
 
 
 def _flip(atoms: Atoms) -> Atoms:
@@ -71,23 +107,27 @@ _TEMPLATES: dict[tuple, tuple[SlabTemplate, ...]] = {}
 
 
 def slab_templates(kind: str, miller: tuple[int, int, int], min_thickness: float, min_layers: int,
-                   min_lateral: float, layer_tol: float) -> tuple[SlabTemplate, ...]:
+                   min_lateral: float, layer_tol: float, bulk: Atoms | None = None) -> tuple[SlabTemplate, ...]:
     """All distinct terminations of ``kind`` cut along ``miller``, at :data:`A_REF`.
 
     Thickness and lateral size are in Å at the reference lattice constant; callers pass the values
     scaled by ``A_REF / a_min`` so the smallest alloy still meets the catalog's minimum.
+    ``bulk``: the cell of a native bulk (``kind`` names it, :func:`qecat_core.catalog.bulks.geometry_kind`),
+    cut as it is, sizes in Å as given.
     """
     key = (kind, tuple(miller), min_thickness, min_layers, min_lateral, layer_tol)
     if key not in _TEMPLATES:
-        _TEMPLATES[key] = _cut_templates(*key)
+        _TEMPLATES[key] = _cut_templates(*key) if bulk is None else _cut_templates(*key, bulk)
     return _TEMPLATES[key]
 
 
-def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_tol) -> tuple[SlabTemplate, ...]:
+def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_tol,
+                   bulk_cell: Atoms | None = None) -> tuple[SlabTemplate, ...]:
     from pymatgen.core.surface import SlabGenerator
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    bulk = AseAtomsAdaptor.get_structure(bulk_atoms(kind))
+    native = bulk_cell is not None
+    bulk = AseAtomsAdaptor.get_structure(bulk_cell if native else bulk_atoms(kind))
     size = min_thickness
     for _attempt in range(8):
         gen = SlabGenerator(bulk, miller, min_slab_size=size, min_vacuum_size=10.0, lll_reduce=True,
@@ -95,7 +135,7 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
         slabs = gen.get_slabs(symmetrize=False)
         if not slabs:
             raise ValueError(f"pymatgen found no slab for {kind} {miller}")
-        z0 = _slab_to_atoms(slabs[0]).positions[:, 2]
+        z0 = _slab_to_atoms(slabs[0], native).positions[:, 2]
         if atomic_layers(z0, layer_tol).max() + 1 >= min_layers and np.ptp(z0) >= min_thickness:
             break
         size += 1.5
@@ -103,9 +143,9 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
     seen: set[tuple] = set()
     for slab in slabs:
         flips = [(False, True)] if slab.is_symmetric() else [(False, True), (True, False)]
-        base = _slab_to_atoms(slab)
+        base = _slab_to_atoms(slab, native)
         for do_flip, top in flips:
-            atoms = _flip(base) if do_flip else base
+            atoms = (_turn_over(base) if native else _flip(base)) if do_flip else base
             atoms.positions[:, 2] -= atoms.positions[:, 2].min()
             atoms = _trim_bottom(atoms, min_thickness, min_layers, layer_tol)
             # tile laterally to at least min_lateral (Å) along both in-plane vectors
@@ -116,13 +156,37 @@ def _cut_templates(kind, miller, min_thickness, min_layers, min_lateral, layer_t
                 h = area / np.linalg.norm(atoms.cell[1 - i, :2])
                 reps[i] = max(reps[i], int(np.ceil(min_lateral / h)))
             atoms = atoms.repeat((reps[0], reps[1], 1))
-            key = _termination_key(atoms, layer_tol)
-            if key in seen:
-                continue
-            seen.add(key)
+            if native:
+                if any(_same_termination(atoms, t.atoms, layer_tol) for t in out):
+                    continue
+            else:
+                key = _termination_key(atoms, layer_tol)
+                if key in seen:
+                    continue
+                seen.add(key)
             nl = int(atomic_layers(atoms.positions[:, 2], layer_tol).max() + 1)
-            out.append(SlabTemplate(kind, miller, round(float(slab.shift), 4), top, atoms, nl))
+            out.append(SlabTemplate(kind, miller, round(float(slab.shift), 4), top, atoms, nl, native))
     return tuple(out)
+
+
+def _depth_profile(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
+    """Per element, the sorted depths (Å) of its atoms below the topmost atom."""
+    z = atoms.positions[:, 2]
+    d = z.max() - z
+    syms = np.array(atoms.get_chemical_symbols())
+    return [(el, np.sort(d[syms == el])) for el in sorted(set(syms))]
+
+
+def _same_termination(a: Atoms, b: Atoms, tol: float) -> bool:
+    """Whether two native templates are the same slab seen from the top: same atoms, same in-plane
+    area, and the same depths of each element's atoms (within ``tol`` / 3, far above noise)."""
+    if len(a) != len(b) or sorted(a.get_chemical_symbols()) != sorted(b.get_chemical_symbols()):
+        return False
+    area = lambda x: abs(np.linalg.det(np.array(x.cell)[:2, :2]))  # noqa: E731
+    if abs(area(a) - area(b)) > 1e-3 * area(a):
+        return False
+    return all(ea == eb and np.abs(da - db).max() < tol / 3
+               for (ea, da), (eb, db) in zip(_depth_profile(a), _depth_profile(b)))
 
 
 def _trim_bottom(atoms: Atoms, min_thickness: float, min_layers: int, tol: float) -> Atoms:
@@ -157,10 +221,13 @@ def realize_slab(template: SlabTemplate, spec: BulkSpec, geom: SlabGeometry, see
     Tags: the bottom ``geom.fixed_layers`` layers are 0 (fixed with FixAtoms), the rest 1.
     """
     atoms = template.atoms.copy()
-    scale = spec.lattice_constant / A_REF
-    atoms.set_cell(atoms.cell * scale, scale_atoms=True)
+    scale = 1.0 if template.native else spec.lattice_constant / A_REF
+    if not template.native:
+        atoms.set_cell(atoms.cell * scale, scale_atoms=True)
     symbols = np.array(atoms.get_chemical_symbols(), dtype=object)
-    if spec.b is None:
+    if template.native:
+        pass  # the bulk's own species
+    elif spec.b is None:
         symbols[:] = spec.a
     elif spec.prototype.kind == "random":
         n_b = int(round(spec.prototype.fraction_b * len(atoms)))

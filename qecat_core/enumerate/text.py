@@ -24,8 +24,8 @@ from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
 
 from qecat_core.common.tags import TAG_ADSORBATE
-from qecat_core.enumerate.infer import parse_miller
-from qecat_core.enumerate.placement import BOND_SCALE, inplane_displacements
+from qecat_core.enumerate.infer import parse_miller, surface_bonds
+from qecat_core.enumerate.placement import BOND_SCALE
 
 SITE_WORDS = {1: "atop", 2: "bridge"}  # 3 or more: hollow
 
@@ -57,23 +57,13 @@ def configuration_text(atoms: Atoms, adsorbate: str, bulk: str, miller,
     ``slab_neighbors``: the result of :func:`slab_neighbor_symbols` for the slab atoms, which must
     come first in ``atoms`` (as enumeration writes them); computed here when not given.
     """
-    tags = atoms.get_tags()
-    is_ads = tags == TAG_ADSORBATE
-    if not is_ads.any():
+    if not (atoms.get_tags() == TAG_ADSORBATE).any():
         raise ValueError("no adsorbate atoms (tag 2) in the structure")
-    ads_idx = np.nonzero(is_ads)[0]
-    slab_idx = np.nonzero(~is_ads)[0]
+    # adsorbate-slab bonds by minimum-image distance
+    ads_idx, slab_idx, bonded = surface_bonds(atoms)
     syms = np.array(atoms.get_chemical_symbols())
     if slab_neighbors is None or len(slab_neighbors) != len(slab_idx) or slab_idx[-1] != len(slab_idx) - 1:
         slab_neighbors = slab_neighbor_symbols(atoms[slab_idx])
-    # adsorbate-slab bonds by minimum-image distance
-    slab_pos = atoms.positions[slab_idx]
-    dist = np.empty((len(ads_idx), len(slab_idx)))
-    for k, a in enumerate(ads_idx):
-        dxy = inplane_displacements(slab_pos, atoms.positions[a, :2], atoms.cell)
-        dist[k] = np.sqrt((dxy ** 2).sum(1) + (slab_pos[:, 2] - atoms.positions[a, 2]) ** 2)
-    radii = covalent_radii[atoms.numbers]
-    bonded = dist < BOND_SCALE * (radii[ads_idx][:, None] + radii[slab_idx][None, :])
     parts = []
     for ka, a in enumerate(ads_idx):
         bound = np.nonzero(bonded[ka])[0]  # positions within slab_idx

@@ -5,7 +5,9 @@ absent for prediction), ``adsorbate`` (OC20 SMILES, e.g. ``*OH``), optionally ``
 ``anomaly``, and for the auxiliary IS2RS target the relaxed positions (``pos_relaxed``, OC20's name,
 or a ``relaxed`` file of the same sids); tags follow OC20 and are inferred with :func:`qecat_core.common.tags.ensure_tags` when absent.
 When ``text`` is absent it is generated with :func:`qecat_core.enumerate.text.configuration_text` from
-``adsorbate`` + ``bulk_formula`` (or ``bulk``) + ``miller`` in ``atoms.info``.
+``adsorbate`` + ``bulk_formula`` (or ``bulk``) + ``miller`` (or ``facet``, e.g. ``fcc(111)``) in
+``atoms.info``, each inferred from the geometry where absent (any molecule, any fcc/hcp/bcc slab:
+:func:`qecat_core.enumerate.infer.complete_metadata`).
 
 A text-only parquet has a text column (``text``) and, for training, a target column (eV; the first of
 ``target``, ``e_ads_dft``, ``e_ads`` present), optionally ``sid`` and ``system_id``.
@@ -122,8 +124,9 @@ def structure_text(atoms: Atoms, name: str, infer_metadata: bool = False) -> str
     if not (ads and bulk and miller):
         missing = [k for k, v in (("adsorbate", ads), ("bulk_formula", bulk), ("miller", miller)) if not v]
         raise InputError(f"{name}: no 'text' in atoms.info and cannot generate it: {', '.join(missing)} neither "
-                         "given nor inferable from the structure (adsorbates: the OC20 set; Miller indices: "
-                         "fcc-based slabs); set " + ", ".join(f"atoms.info[{k!r}]" for k in missing))
+                         "given nor inferable from the structure (adsorbates: tag-2 atoms; Miller indices: "
+                         "slabs two stacking periods thick, e.g. 3 layers of fcc(111), 4 of hcp(0001)); set "
+                         + ", ".join(f"atoms.info[{k!r}]" for k in missing))
     from qecat_core.enumerate.text import configuration_text
 
     try:
