@@ -52,7 +52,9 @@ def validate_cmd(catalog: Annotated[Path, typer.Argument(help="catalog YAML")]) 
         cat = load_catalog(catalog)
     except QecatError as exc:
         fail(exc)
-    typer.echo(f"{catalog}: ok — {len(bulk_specs(cat))} bulks, {len(cat.facets)} facets, "
+    specs = bulk_specs(cat)
+    n_facets = sum(len(s.facets) if s.facets is not None else len(cat.facets) for s in specs)
+    typer.echo(f"{catalog}: ok — {len(specs)} bulks, {n_facets} bulk × facet pairs, "
                f"{len(cat.adsorbates)} adsorbates [hash {cat.content_hash()}]")
 
 

@@ -24,6 +24,8 @@ import torch
 from qecat_core.common.errors import InputError
 
 _ELEMENT_COUNT = re.compile(r"([A-Z][a-z]?)(\d*)")
+#: characters only a SMILES has: bonds, branches, brackets, stereo, ring closures after atoms, aromatic atoms
+_SMILES_ONLY = re.compile(r"[=#()\[\]@/\\%]|(?<![A-Z])[bcnops]")
 
 
 def adsorbate_key(name: str | None) -> str:
@@ -35,12 +37,49 @@ def adsorbate_from_text(text: str) -> str:
     return text.split("</s>", 1)[0].strip() if "</s>" in text else ""
 
 
+@lru_cache(maxsize=1)
+def _oc20_keys() -> frozenset[str]:
+    from qecat_core.catalog.adsorbates import load_adsorbates
+
+    return frozenset(adsorbate_key(s) for s in load_adsorbates())
+
+
+def _smiles_composition(key: str) -> dict[str, int] | None:
+    """Element counts of a real SMILES (implicit hydrogens counted), or None if RDKit cannot read it."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(key)
+    if mol is None:
+        return None
+    out: dict[str, int] = {}
+    for atom in Chem.AddHs(mol).GetAtoms():
+        out[atom.GetSymbol()] = out.get(atom.GetSymbol(), 0) + 1
+    return out
+
+
 @lru_cache(maxsize=4096)
 def composition(name: str) -> dict[str, int]:
-    """Element counts of an adsorbate name or SMILES-like formula (``'*CH2OH'`` -> C 1, H 3, O 1)."""
+    """Element counts of an adsorbate name.
+
+    OC20 names, atoms and names that write their hydrogens are formulas (``'*CH2OH'`` -> C 1, H 3,
+    O 1; ``'S'`` and ``'SH'`` are the atom and the radical). Other names are SMILES with implicit
+    hydrogens, as a molecule perceived from a geometry is written: those with bonds, branches, rings
+    or aromatic atoms (``'O=CN'`` -> C 1, H 3, N 1, O 1; ``'c1ccccc1'`` -> C 6, H 6), and chains of
+    heavy atoms without any H (``'SC'``, methanethiol -> C 1, H 4, S 1).
+
+    >>> composition("*CH2OH") == {"C": 1, "H": 3, "O": 1}, composition("O=CN") == {"O": 1, "C": 1, "N": 1, "H": 3}
+    (True, True)
+    >>> composition("*S"), composition("SC") == {"S": 1, "C": 1, "H": 4}
+    ({'S': 1}, True)
+    """
+    key = adsorbate_key(name)
     out: dict[str, int] = {}
-    for el, n in _ELEMENT_COUNT.findall(adsorbate_key(name)):
+    for el, n in _ELEMENT_COUNT.findall(key):
         out[el] = out.get(el, 0) + (int(n) if n else 1)
+    smiles_like = bool(_SMILES_ONLY.search(key)) or ("H" not in out and sum(out.values()) > 1)
+    if key and smiles_like and key not in _oc20_keys() and (counts := _smiles_composition(key)) is not None:
+        return counts
     return out
 
 
