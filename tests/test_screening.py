@@ -531,3 +531,26 @@ def test_prefect_flow_matches_plain_run(env, capsys):
     a = preds.set_index("sid")["e_ads_pred"].sort_index()
     b = _predictions(plain).set_index("sid")["e_ads_pred"].sort_index()
     assert (a - b).abs().max() < 1e-9
+
+
+def test_checkpoint_found_from_any_folder_and_as_a_training_run(tmp_path, monkeypatch):
+    """The shipped default is found from outside the repository, and a training run's folder
+    (``qecat train ... -o DIR`` puts the final model in DIR/model) is accepted as a checkpoint."""
+    from qecat_core.model.checkpoint import load_model, read_config
+    from qecat_core.screen.config import resolve_checkpoint
+
+    monkeypatch.delenv("QECAT_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    shipped = resolve_checkpoint()
+    assert shipped == REPO / "models" / "qecat-emt-v1"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model").symlink_to(shipped, target_is_directory=True)
+    assert resolve_checkpoint(run) == run / "model"
+    assert read_config(run)["model_id"] == read_config(shipped)["model_id"]
+    model, _ = load_model(run)
+    assert model is not None
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: not a qecat model folder \(config.json missing, and no "
+                                         r"model/config.json of a training run\)"):
+        resolve_checkpoint(tmp_path / "empty")

@@ -93,7 +93,23 @@ def save_model(model, tokenizer, out_dir: str | Path, metrics: dict | None = Non
     return model_id
 
 
+def model_folder(path: str | Path) -> Path:
+    """The model folder that ``path`` names: the folder itself when it holds ``config.json``, else the
+    final model of a training run folder (``qecat train pipeline|text -o DIR`` writes it to ``DIR/model``).
+
+    >>> import tempfile; run = Path(tempfile.mkdtemp()); (run / "model").mkdir()
+    >>> _ = (run / "model" / CONFIG).write_text("{}")
+    >>> model_folder(run) == run / "model"
+    True
+    """
+    path = Path(path)
+    if not (path / CONFIG).is_file() and (path / "model" / CONFIG).is_file():
+        return path / "model"
+    return path
+
+
 def read_config(model_dir: str | Path) -> dict[str, Any]:
+    model_dir = model_folder(model_dir)
     path = Path(model_dir) / CONFIG
     if not Path(model_dir).is_dir():
         raise InputError(f"{model_dir}: model folder not found")
@@ -121,7 +137,7 @@ def load_model(model_dir: str | Path, verify: bool = True, device=None):
     from qecat_core.model.normalizer import Normalizer
     from qecat_core.model.tokenizer import load_tokenizer
 
-    d = Path(model_dir)
+    d = model_folder(model_dir)
     cfg = read_config(d)
     tokenizer = load_tokenizer(d / TOKENIZER_DIR)
     try:

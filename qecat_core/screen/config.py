@@ -54,10 +54,14 @@ def resolve_checkpoint(checkpoint: str | Path | None = None) -> Path:
                              f"--checkpoint DIR (a folder written by qecat_core.model.checkpoint.save_model)")
     if not path.is_dir():
         raise InputError(f"checkpoint: {path}: model folder not found")
-    if not (path / "config.json").is_file():
-        raise InputError(f"checkpoint: {path}: not a qecat model folder (config.json missing)")
+    from qecat_core.model.checkpoint import CONFIG, model_folder
+
+    path = model_folder(path)  # a training run's folder: its final model, DIR/model
+    if not (path / CONFIG).is_file():
+        raise InputError(f"checkpoint: {path}: not a qecat model folder ({CONFIG} missing, and no model/{CONFIG} "
+                         f"of a training run)")
     return path
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository (qecat_core/screen/config.py)
 MODES = ("fused", "graph", "text")
 EXECUTORS = ("local", "slurm", "inline")
 
