@@ -1,6 +1,6 @@
 """The ``qecat`` command line (typer): one subcommand per pipeline stage.
 
-* ``main``    validate, enumerate, label, dataset, adsorbates, screen, query
+* ``main``    validate, enumerate, describe, label, dataset, adsorbates, screen, query
 * ``model``   train, evaluate, predict, predict-text
 * ``common``  one-line errors and quiet library warnings
 
