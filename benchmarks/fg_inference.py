@@ -12,7 +12,7 @@ describe`` does (:func:`qecat_core.enumerate.describe.describe_atoms`). A struct
   RDKit SMILES read back with its hydrogens) equals the Hill formula of the source's ``molecule`` key;
 * for the facet when the inferred lattice and Miller index equal the source's ``facet``.
 
-Prints the table of docs/data.md ("Structures from elsewhere") and how the adsorbates were named.
+Prints the table of docs/structures.md ("Structures from elsewhere: inferred metadata on fg-dft") and how the adsorbates were named.
 About 1.5 min on one core.
 """
 

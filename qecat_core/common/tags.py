@@ -1,6 +1,6 @@
 """OC20 tags (0 subsurface/fixed, 1 surface, 2 adsorbate): the constants, and tags for structures that come without them.
 
-Rule used when every tag is 0 (ASE's default) -- documented in docs/data.md:
+Rule used when every tag is 0 (ASE's default) -- documented in docs/structures.md:
 
 1. adsorbate (2): atoms of H, C, N, O, S (:data:`ADSORBATE_ELEMENTS`) lying above the highest atom of any
    other element;
