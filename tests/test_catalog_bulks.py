@@ -10,6 +10,7 @@ from qecat_core.catalog.bulks import bulk_specs
 from qecat_core.catalog.schema import Catalog, load_catalog
 from qecat_core.common.errors import CatalogError
 from qecat_core.enumerate.candidates import enumerate_catalog, iter_candidates
+from qecat_core.enumerate.describe import describe_atoms
 from qecat_core.enumerate.slabs import atomic_layers
 
 SLAB = {"min_layers": 4, "fixed_layers": 2, "min_lateral": 5.0}
@@ -207,8 +208,13 @@ def test_smiles_adsorbate_binding_by_index_and_by_element():
         tags = atoms.get_tags()
         slab, ads = np.nonzero(tags != 2)[0], np.nonzero(tags == 2)[0]
         assert atoms[ads].get_chemical_formula() == "C2H6O"
-        assert c.meta["adsorbate"] == "*OCC" and c.meta["binding_element"] == "O"
-        assert c.meta["text"].startswith("OCC</s>Pt (1 1 1)</s>[O Pt")
+        # ethanol bound by O is an OC20 adsorbate: the candidates take its OC20 name, the name the
+        # structure reads back as (qecat describe / predict on the bare structure give the same string)
+        assert c.meta["adsorbate"] == "*OHCH2CH3" and c.meta["binding_element"] == "O"
+        assert c.meta["text"].startswith("OHCH2CH3</s>Pt (1 1 1)</s>[O Pt")
+        bare = atoms.copy()
+        bare.info = {}
+        assert describe_atoms(bare)["text"] == c.meta["text"]
         # the O is the adsorbate atom nearest the surface (lowest, and nearest in units of the
         # covalent-radii sums), and the only one bound to it
         from ase.data import covalent_radii
@@ -221,6 +227,8 @@ def test_smiles_adsorbate_binding_by_index_and_by_element():
     # a ring by several binding atoms lies flat
     flat = Catalog.model_validate({**base, "adsorbates": [{"smiles": "c1ccccc1", "binding": [0, 1, 2, 3, 4, 5]}]})
     assert flat.adsorbate_names() == ["*c1*c*c*c*c*c1"]
+    methanethiol = Catalog.model_validate({**base, "adsorbates": [{"smiles": "CS", "binding": "S"}]})
+    assert {c.meta["adsorbate"] for c in _cands(methanethiol)} == {"*SC"}  # not an OC20 adsorbate
     for c in _cands(flat):
         ring = c.atoms.positions[np.nonzero(c.atoms.get_tags() == 2)[0][:6], 2]
         assert np.ptp(ring) < 0.05

@@ -9,6 +9,7 @@ catalog entry changes only the sids of what that entry produces.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -21,17 +22,29 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
-from qecat_core.catalog.bulks import A_REF, bulk_formula, bulk_specs, geometry_kind, is_native, template_bulk
+from qecat_core.catalog.adsorbates import Adsorbate
+from qecat_core.catalog.bulks import (
+    A_REF,
+    bulk_formula,
+    bulk_specs,
+    geometry_kind,
+    is_native,
+    template_bulk,
+)
 from qecat_core.catalog.schema import BulkSpec, Catalog
 from qecat_core.common.atomic import write_json_atomic
 from qecat_core.common.errors import QecatError
 from qecat_core.common.hashing import short_hash, structure_hash, unit_hash
 from qecat_core.common.pools import Pool, WorkerDied, some
-from qecat_core.enumerate.infer import slab_formula
+from qecat_core.enumerate.infer import oc20_name, slab_formula
 from qecat_core.enumerate.placement import CLEARANCE, classify_site, place
 from qecat_core.enumerate.sites import install_templates, template_sites
 from qecat_core.enumerate.slabs import realize_slab, slab_templates
-from qecat_core.enumerate.text import configuration_text, miller_text, slab_neighbor_symbols
+from qecat_core.enumerate.text import (
+    configuration_text,
+    miller_text,
+    slab_neighbor_symbols,
+)
 from qecat_core.results.schema import CANDIDATES
 
 #: Bump when the same catalog would enumerate differently (site naming, placement choice), so that
@@ -95,13 +108,25 @@ def close_packed_top(slab: Atoms, layer_tol: float) -> bool:
     return all(int((d < CLOSE_PACKED_TOL * nearest).sum()) == 6 for d in dists)
 
 
+def _named(entry) -> tuple[str, Adsorbate]:
+    """(name, adsorbate) of a catalog entry; a molecule given by SMILES or file that is an OC20 adsorbate
+    binding through the same atom takes its OC20 name (``CO`` bound by O is ``*OHCH3``), so that the
+    candidates' names and strings are what :mod:`qecat_core.enumerate.infer` reads from their structures."""
+    ads = entry.adsorbate()
+    if entry.oc20 is None:
+        name = oc20_name(ads.atoms, ads.binding_indices[0])
+        if name is not None:
+            return name, dataclasses.replace(ads, smiles=name)
+    return entry.name, ads
+
+
 def candidates_for_bulk(catalog: Catalog, spec: BulkSpec, catalog_hash: str = "") -> list[Candidate]:
     """All candidates of one bulk: every facet and termination, adsorbate and placement."""
     targs = _template_args(catalog, spec)
     native = is_native(spec)
     is_random = spec.prototype is not None and spec.prototype.kind == "random"
     out: list[Candidate] = []
-    adsorbates = [(entry.name, entry.adsorbate()) for entry in catalog.adsorbates]
+    adsorbates = [_named(entry) for entry in catalog.adsorbates]
     for miller in (spec.facets or catalog.facets):
         for t_index, template in enumerate(_templates(spec, miller, targs)):
             slab_seed = int(short_hash(spec.seed, miller, t_index, size=4), 16)

@@ -352,6 +352,25 @@ def _library() -> dict[tuple, list[str]]:
     return out
 
 
+def oc20_name(molecule: Atoms, binding: int) -> str | None:
+    """The OC20 SMILES of a molecule (gas geometry) binding through atom ``binding``, if it is one.
+
+    A catalog's ``{smiles: CO, binding: O}`` is OC20's ``*OHCH3``: named so, an enumerated candidate
+    has the name :func:`identify_adsorbate` reads back from its structure.
+    """
+    a = molecule.copy()
+    a.pbc = False
+    sig = _signature(a.get_chemical_symbols(), _bonds(a), binding)
+    names = _library().get(sig)
+    if names:
+        return names[0]
+    # as identify_adsorbate: the same atoms and hydrogens bound through another atom (formaldehyde
+    # bound by O is OC20's *CH2*O)
+    same = sorted((n for key, ns in _library().items() if key[1:] == sig[1:] for n in ns),
+                  key=lambda s: (s not in PREFERRED, s))
+    return same[0] if same else None
+
+
 def identify_adsorbate(atoms: Atoms) -> str | None:
     """OC20 SMILES of the tag-2 atoms (see the module docstring), or None when no OC20 adsorbate matches."""
     tags = atoms.get_tags()
