@@ -8,7 +8,6 @@ hash, so that an edited file is enumerated again.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+
+from qecat_core.common.hashing import short_hash
 
 
 def resolve_path(path: str, base_dir: str | Path | None) -> Path:
@@ -31,7 +32,7 @@ def _reason(exc: BaseException) -> str:
 
 @lru_cache(maxsize=256)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
+    return short_hash(Path(path).read_bytes(), size=8)
 
 
 def _stat(path: Path) -> tuple[str, int, int]:

@@ -91,6 +91,14 @@ def content_hash(atoms: Atoms) -> str:
                         position_bins(atoms.cell.array))
 
 
+def structure_sid(atoms: Atoms) -> str:
+    """``atoms.info['sid']`` as a string if present, else ``'h-'`` + :func:`content_hash`."""
+    sid = atoms.info.get("sid")
+    if sid is not None and str(sid) != "":
+        return str(sid)
+    return "h-" + content_hash(atoms)
+
+
 def slab_hash(slab: Atoms) -> str:
     """Content hash of a clean slab, including pbc, tags and fixed atoms (they change a relaxation):
     the key of the clean-slab relaxation cache."""

@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from qecat_core.common.errors import QecatError
-from qecat_core.common.hashing import content_hash
+from qecat_core.common.hashing import structure_sid
 from qecat_core.common.tags import ensure_tags
 from qecat_core.enumerate.infer import (
     adsorbate_molecule,
@@ -35,14 +35,6 @@ from qecat_core.enumerate.text import SITE_WORDS, configuration_text, miller_tex
 KEYS = ("adsorbate", "bulk_formula", "lattice", "miller")
 COLUMNS = ("sid", "source", "adsorbate", "smiles", "formula", "bond_orders", "binding_atoms", "binding_indices",
            "site_type", "bulk_formula", "lattice", "miller", "given", "inferred", "text", "error")
-
-
-def structure_sid(atoms: Atoms) -> str:
-    """``atoms.info['sid']`` as a string if present, else ``'h-'`` + :func:`content_hash` (as ``qecat label``)."""
-    sid = atoms.info.get("sid")
-    if sid is not None and str(sid) != "":
-        return str(sid)
-    return "h-" + content_hash(atoms)
 
 
 def _row(**values) -> dict:

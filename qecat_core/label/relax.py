@@ -46,15 +46,30 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.data import chemical_symbols
 
-from qecat_core.calculators.registry import calculator_info, normalize_spec, shared_calculator, supported_elements
+from qecat_core.calculators.registry import (
+    calculator_info,
+    normalize_spec,
+    shared_calculator,
+    supported_elements,
+)
 from qecat_core.common.atomic import write_json_atomic, write_parquet_atomic
 from qecat_core.common.errors import InputError, QecatError
-from qecat_core.common.hashing import content_hash, fixed_mask, slab_hash
+from qecat_core.common.hashing import fixed_mask, slab_hash, structure_sid
 from qecat_core.common.pools import Pool, WorkerDied, some
 from qecat_core.common.structures import iter_structures, write_aselmdb
 from qecat_core.common.tags import TAG_ADSORBATE, ensure_tags
-from qecat_core.label.anomaly import AnomalyFlags, has_surface_changed, is_desorbed, is_dissociated, surface_bonds
-from qecat_core.label.references import REFERENCE_ELEMENTS, chemical_potentials, reference_energy
+from qecat_core.label.anomaly import (
+    AnomalyFlags,
+    has_surface_changed,
+    is_desorbed,
+    is_dissociated,
+    surface_bonds,
+)
+from qecat_core.label.references import (
+    REFERENCE_ELEMENTS,
+    chemical_potentials,
+    reference_energy,
+)
 from qecat_core.results.schema import LABELS
 
 if TYPE_CHECKING:
@@ -74,14 +89,6 @@ _RESERVED = frozenset(COLUMNS)
 
 # --------------------------------------------------------------------------------------------
 # hashing, slabs, metadata
-
-
-def structure_sid(atoms: Atoms) -> str:
-    """``atoms.info['sid']`` as a string if present, else ``'h-'`` + :func:`content_hash`."""
-    sid = atoms.info.get("sid")
-    if sid is not None and str(sid) != "":
-        return str(sid)
-    return "h-" + content_hash(atoms)
 
 
 def clean_slab(atoms: Atoms) -> Atoms:

@@ -369,7 +369,6 @@ def plan_screen(cfg: ScreenConfig, enum: Enumeration | None = None, run_id: str 
 
 def predictor_spec(plan: ScreenPlan) -> PredictorSpec:
     cfg = plan.cfg
-    cfg.check_device()  # one-line error before any job starts (e.g. device cuda on a machine without CUDA)
     threads = cfg.slurm_settings().cpus_per_task if cfg.executor == "slurm" else 1
     return PredictorSpec(checkpoint=plan.checkpoint, mode=plan.mode, batch_size=cfg.batch_size,
                          num_threads=threads, model_id=plan.model_id,
