@@ -34,9 +34,9 @@ def main() -> None:
 
     from qecat_core.common.structures import iter_structures
     from qecat_core.common.tags import ensure_tags
-    from qecat_core.enumerate.infer import complete_metadata
+    from qecat_core.enumerate.infer import complete_metadata, parse_miller
     from qecat_core.model.checkpoint import load_model
-    from qecat_core.model.data import StructureDataset, _parse_miller
+    from qecat_core.model.data import StructureDataset
     from qecat_core.model.evaluate import predict_dataset, regression_metrics
 
     torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def main() -> None:
         bare.append(b)
         c = ensure_tags(b.copy(), a.info["sid"])
         complete_metadata(c)
-        m = tuple(_parse_miller(a.info["miller"]))
+        m = parse_miller(a.info["miller"])
         cubic = m if str(a.info.get("prototype", "")).startswith("L1") else PRIMITIVE_TO_CUBIC.get(m)
         agree["adsorbate"] += c.info.get("adsorbate") == a.info["adsorbate"]
         agree["bulk_formula"] += c.info.get("bulk_formula") == a.info["bulk_formula"]

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from qecat_core.common.errors import InputError
 from qecat_core.common.tags import ensure_tags
-from qecat_core.enumerate.infer import complete_metadata, parse_miller, read_metadata
+from qecat_core.enumerate.infer import complete_metadata, read_metadata
 from qecat_core.model.elements import text_elements
 from qecat_core.model.graph import atoms_to_data, collate_graphs, prepare_atoms
 from qecat_core.model.normalizer import adsorbate_from_text, adsorbate_key
@@ -96,14 +96,6 @@ class Batch:
             if t is not None:
                 return t.device
         return torch.device("cpu")
-
-
-def _parse_miller(value) -> tuple[int, ...] | None:
-    """:func:`qecat_core.enumerate.infer.parse_miller`, None for a value it cannot read."""
-    try:
-        return None if value is None else parse_miller(value)
-    except ValueError:
-        return None
 
 
 def structure_text(atoms: Atoms, name: str, infer_metadata: bool = False) -> str:

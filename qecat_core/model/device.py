@@ -98,11 +98,6 @@ def resolve_device(spec: Any = "auto"):
     return torch.device("cuda", index)
 
 
-def is_cuda_spec(spec: Any) -> bool:
-    """Whether ``spec`` names a GPU explicitly (``cuda`` / ``cuda:N``), without checking that it exists."""
-    return check_device_spec(spec).startswith("cuda")
-
-
 def cuda_index(spec: Any) -> int | None:
     """N of ``cuda:N`` (0 for ``cuda``), None for ``cpu`` / ``auto``."""
     s = check_device_spec(spec)
