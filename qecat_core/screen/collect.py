@@ -25,7 +25,12 @@ from qecat_core.common.errors import QecatError
 from qecat_core.common.locks import file_lock
 from qecat_core.results.schema import CANDIDATE_META, PREDICTIONS, arrow_schema
 from qecat_core.screen.jobs import ShardOutcome
-from qecat_core.screen.plan import Enumeration, ScreenPlan, load_candidates, predicted_sids
+from qecat_core.screen.plan import (
+    Enumeration,
+    ScreenPlan,
+    load_candidates,
+    predicted_sids,
+)
 
 META_COLUMNS = list(CANDIDATE_META)
 PREDICTION_SCHEMA = arrow_schema(PREDICTIONS)

@@ -26,9 +26,21 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from qecat_core.common.config import load_yaml_model, read_yaml, validate, validation_message
+from qecat_core.common.config import (
+    load_yaml_model,
+    read_yaml,
+    validate,
+    validation_message,
+)
 from qecat_core.common.errors import InputError
 from qecat_core.model.device import DeviceSpec
 

@@ -27,7 +27,12 @@ from qecat_core.screen.jobs import output_ok
 if TYPE_CHECKING:
     pass
 
-from qecat_core.screen.jobs import PredictorSpec, PredictShardsJob, ShardOutcome, ShardTask
+from qecat_core.screen.jobs import (
+    PredictorSpec,
+    PredictShardsJob,
+    ShardOutcome,
+    ShardTask,
+)
 
 LOCAL_TIMEOUT_MIN = 24 * 60  # submitit's LocalExecutor kills jobs after 2 min unless told otherwise
 

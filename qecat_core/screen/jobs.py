@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import submitit
 
+from qecat_core.common.atomic import remove_stale_tmp
 from qecat_core.common.errors import QecatError
+from qecat_core.common.locks import file_lock
+from qecat_core.results.schema import SHARD_OUTPUT
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from qecat_core.common.atomic import remove_stale_tmp
-from qecat_core.common.locks import file_lock
-from qecat_core.results.schema import SHARD_OUTPUT
 
 # ---------------------------------------------------------------------------------------------
 # predictors

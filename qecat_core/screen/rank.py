@@ -15,7 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from qecat_core.results.schema import CANDIDATE_META, PREDICTIONS, RANK_INPUT, arrow_schema
+from qecat_core.results.schema import (
+    CANDIDATE_META,
+    PREDICTIONS,
+    RANK_INPUT,
+    arrow_schema,
+)
 from qecat_core.screen.plan import Enumeration, ScreenPaths, ScreenPlan, load_candidates
 
 META_COLUMNS = list(CANDIDATE_META)
